@@ -1,0 +1,42 @@
+"""One ament_python package ``vknet_ros`` that also installs with plain pip.
+
+The repository folders ``export/`` and ``training/`` install as ``vknet_export`` and
+``vknet_training`` (unique top-level names; DESIGN.md §2). Scripts inside them
+(``python export/to_onnx.py``) import those installed names.
+"""
+from glob import glob
+
+from setuptools import setup
+
+PACKAGE = "vknet_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=[
+        "vknet_core", "vknet_core.model", "vknet_core.losses", "vknet_core.postprocess",
+        "vknet_core.tracking", "vknet_core.metrics",
+        "vknet_export", "vknet_training", "vknet_training.datasets",
+        "vknet_ros",
+    ],
+    package_dir={"vknet_export": "export", "vknet_training": "training"},
+    package_data={"vknet_ros": ["models/*.pt"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="vknet developers",
+    maintainer_email="vknet@example.com",
+    description="Video K-Net video panoptic segmentation: PyTorch model, ONNX/TensorRT export, ROS 2 node",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "vknet_node = vknet_ros.node:main",
+        ],
+    },
+)
