@@ -36,6 +36,21 @@ class FrameOutputs(NamedTuple):
     sem_logits: Tensor
 
 
+class TrainOutputs(NamedTuple):
+    """``VideoKNet.forward_train``: the frame outputs plus what the losses need.
+
+    frame:             FrameOutputs (as ``forward``)
+    rpn_mask_logits:   [B, Q, h, w] initial thing-kernel mask logits (stride 8)
+    stage_cls_logits:  per stage s, [B, N, K] class logits (before sigmoid)
+    stage_mask_logits: per stage s, [B, N, h, w] mask logits (stride 8)
+    """
+
+    frame: FrameOutputs
+    rpn_mask_logits: Tensor
+    stage_cls_logits: tuple[Tensor, ...]
+    stage_mask_logits: tuple[Tensor, ...]
+
+
 @dataclass
 class Segment:
     """One panoptic segment at camera resolution.
