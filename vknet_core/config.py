@@ -60,7 +60,7 @@ class LabelConfig:
 class BackboneConfig:
     """torchvision backbone returning C2..C5 (strides 4, 8, 16, 32)."""
 
-    name: str = "resnet50"  # resnet18 | resnet50 | resnet101 | swin_t | swin_b
+    name: str = "resnet50"  # resnet18|resnet50|resnet101|swin_t|swin_b|mobilenet_v3_small
     frozen_stages: int = 1  # ResNet: stem + layer1 frozen (official frozen_stages=1)
     norm_eval: bool = True  # BatchNorm statistics frozen (official norm_eval=True)
     pretrained: str = ""  # optional local path to ImageNet weights (torchvision key names)
@@ -173,10 +173,10 @@ def vipseg_r50() -> VKNetConfig:
 
 
 def tiny() -> VKNetConfig:
-    """Small model for CPU tests and the demo: ResNet-18, 64 channels, 20 thing kernels."""
+    """Small model for CPU tests and the demo: MobileNetV3-small, 64 channels, 20 thing kernels."""
     return VKNetConfig(
         name="tiny",
-        backbone=BackboneConfig(name="resnet18", frozen_stages=-1, norm_eval=False),
+        backbone=BackboneConfig(name="mobilenet_v3_small", frozen_stages=-1, norm_eval=False),
         neck=NeckConfig(channels=64, num_groups=8),
         head=HeadConfig(num_thing_kernels=20, num_stages=3, num_heads=4, ffn_channels=256),
         video=VideoConfig(link_type="ffn", fusion=False, embed_channels=64),
