@@ -156,3 +156,23 @@ def test_conversion_fails_loudly_on_unknown_keys():
     sd = {"backbone.features.0.0.weight": torch.zeros(1), "roi_head.mystery.weight": torch.zeros(1)}
     with pytest.raises(ConversionError, match="unknown official keys"):
         convert_state_dict(sd, model.cfg, model.state_dict())
+
+
+def test_backbone_frozen_stages_norm_eval_and_local_weights(tmp_path):
+    import torchvision
+
+    from vknet_core.config import BackboneConfig
+    from vknet_core.model.backbone import build_backbone
+
+    tv = torchvision.models.resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "r18.pth")
+    net = build_backbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "r18.pth")))
+    assert torch.equal(net.layer3[0].conv1.weight, tv.layer3[0].conv1.weight)
+    assert not any(p.requires_grad for p in net.layer1.parameters())
+    assert not net.conv1.weight.requires_grad and net.layer2[0].conv1.weight.requires_grad
+    net.train()
+    assert not net.bn1.training and not net.layer4[0].bn1.training and net.layer4.training
+    with pytest.raises(FileNotFoundError, match="backbone weights not found"):
+        build_backbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "nope.pth")))
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
+        build_backbone(BackboneConfig(name="vgg"))

@@ -149,3 +149,33 @@ def test_end_to_end_frames_0_and_1(parity, ref, model):
         track_head = ref[f"f{frame}__embed.all_queries.track_head"][:Q]
         check(parity, out.track_embed[0], track_head, "track_embed")
         state = (out.cur_kernels, torch.ones(1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.no_grad()
+def test_cuda_stages_and_end_to_end(parity, ref, model):
+    """The same parity on a GPU in fp32 with TF32 off (parity README: rtol 1e-3)."""
+    from vknet_core.model.vknet import FrameStep
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda")
+    gpu = model.to(dev)
+    try:
+        p = gpu.fpn([t(ref[f"f0__backbone.{i}"]).to(dev) for i in range(4)])
+        for i in range(4):
+            check(parity, p[i].cpu(), ref[f"f0__neck.{i}"], f"cuda neck.{i}", 1e-3)
+        for s in range(3):
+            f = "f1__"
+            x = t(ref[f + "rpn.out.x_feats"]).to(dev)
+            kernels = t(ref[f + f"stage{s}.in.kernels"]).flatten(2).to(dev)
+            masks = t(ref[f + ("rpn.out.mask_logits" if s == 0 else f"stage{s - 1}.mask_logits")])
+            out = gpu.stages[s](x, kernels, masks.to(dev))
+            check(parity, out.kernels.cpu(), ref[f + f"stage{s}.ffn_norm_out"], "cuda kernels", 1e-3)
+            check(parity, out.mask_logits.cpu(), ref[f + f"stage{s}.mask_logits"], "cuda masks", 1e-3)
+        step = FrameStep(gpu).to(dev)
+        img = t(ref["input_uint8"][:1]).permute(0, 2, 3, 1).contiguous().to(dev)
+        out = step(img, *gpu.initial_state(1))
+        check(parity, out.cls_prob.cpu(), ref["clip__f0__cls_scores"], "cuda cls_prob", 2e-2)
+        check(parity, out.sem_logits.cpu(), ref["clip__f0__seg_preds"], "cuda sem_logits", 1e-3)
+    finally:
+        model.to("cpu")
