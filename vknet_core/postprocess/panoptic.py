@@ -1,0 +1,162 @@
+"""Official joint panoptic merge of Video K-Net (video_knet.md §7.2), vectorised in torch.
+
+N kernels (Q things first, then one per stuff class), K classes (T things first), M = P + S
+candidates (P thing (kernel, class) pairs from the top-k, S stuff kernels), h x w mask logits,
+H x W output (camera) size.
+
+The official code visits candidates one by one, but every decision depends only on the
+candidate's own owned area (from one global arg-max) and its own "original" area, so the whole
+merge is: arg-max -> bincount -> keep mask -> cumulative segment ids -> a lookup table.
+Rules kept exactly (parity/README "Official behaviours"): the keep test is ``not (a / o < thr)``
+as a float64 division; things under ``instance_score_thr`` and dropped candidates leave their
+owned pixels at 0; candidates are visited in descending score over things and stuff together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vknet_core.preprocess import Letterbox
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Merge thresholds (official test cfg) and the output options."""
+
+    max_per_img: int = 100  # thing (kernel, class) candidates kept from the top-k
+    instance_score_thr: float = 0.25  # things below are skipped (their pixels stay void)
+    overlap_thr: float = 0.6  # keep if owned area / original area >= this
+    mask_thr: float = 0.5  # "original area" counts prob >= this
+    void_as_road: bool = False  # official export writes unassigned pixels as train id 0
+    semantic_filter: bool = True  # tracker boxes use (segment AND semantic-thing) pixels
+    semantic_filter_crop: bool = True  # False: official direct resize of the padded map
+
+
+@dataclass
+class MergeResult:
+    """Merge output; S segments in segment order (ids 1..S), all tensors on the merge device.
+
+    segment_map: [H, W] int32, segment id per pixel, 0 = void
+    is_thing:    [S] bool
+    labels:      [S] int64, model label (things first)
+    scores:      [S] float32, candidate score (thing: class prob; stuff: its diagonal prob)
+    kernels:     [S] int64, kernel (query) index 0..N-1
+    ranks:       [S] int64, candidate index: rank in the thing top-k, or P + stuff sort rank
+    areas:       [S] int64, pixel count
+    """
+
+    segment_map: Tensor
+    is_thing: Tensor
+    labels: Tensor
+    scores: Tensor
+    kernels: Tensor
+    ranks: Tensor
+    areas: Tensor
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def thing_segments(self) -> Tensor:
+        """[n] int64 positions (0-based) of the thing segments, in segment order."""
+        return torch.nonzero(self.is_thing).flatten()
+
+    def official_segments(self, num_things: int, num_thing_kernels: int) -> np.ndarray:
+        """[S, 6] int64 rows ``id, isthing, category_id, instance_id, query_index, area`` as the
+        official ``segments_info`` (things: category = label, instance = top-k rank; stuff:
+        category = label - T + 1, instance = -1)."""
+        th = self.is_thing.cpu().numpy()
+        lab = self.labels.cpu().numpy()
+        out = np.zeros((self.num_segments, 6), np.int64)
+        out[:, 0] = np.arange(1, self.num_segments + 1)
+        out[:, 1] = th
+        out[:, 2] = np.where(th, lab, lab - num_things + 1)
+        out[:, 3] = np.where(th, self.ranks.cpu().numpy(), -1)
+        out[:, 4] = self.kernels.cpu().numpy()
+        out[:, 5] = self.areas.cpu().numpy()
+        return out
+
+
+def upsample_logits(mask_logits: Tensor, factor: int) -> Tensor:
+    """[N, h, w] -> [N, h*f, w*f], bilinear (``align_corners=False``), the official x4 step."""
+    if factor == 1:
+        return mask_logits
+    return F.interpolate(mask_logits[None], scale_factor=factor, mode="bilinear",
+                         align_corners=False)[0]
+
+
+def merge_candidates(cls_prob: Tensor, num_thing_kernels: int, num_things: int,
+                     max_per_img: int) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Official candidate list: thing top-k over (kernel, class) pairs, then stuff by score.
+
+    cls_prob: [N, K] sigmoid probabilities. Returns (scores [M] f32, labels [M] i64,
+    kernels [M] i64, P = number of thing candidates).
+    """
+    Q, T = num_thing_kernels, num_things
+    thing = cls_prob[:Q, :T].flatten()  # [Q*T], index = kernel * T + class
+    thing_scores, idx = thing.topk(min(max_per_img, thing.numel()), sorted=True)
+    stuff_scores = cls_prob[Q:, T:].diagonal()  # [S] score of stuff kernel j on its own class
+    stuff_scores, stuff_idx = torch.sort(stuff_scores, descending=True, stable=True)
+    scores = torch.cat([thing_scores, stuff_scores])
+    labels = torch.cat([idx % T, stuff_idx + T])
+    kernels = torch.cat([idx // T, stuff_idx + Q])
+    return scores, labels, kernels, int(thing_scores.numel())
+
+
+def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Letterbox],
+                   num_thing_kernels: int, num_things: int, cfg: MergeConfig = MergeConfig(),
+                   upsample: int = 1) -> MergeResult:
+    """Joint thing/stuff merge at camera resolution.
+
+    cls_prob:    Tensor[N, K] float, sigmoid class probabilities (model label order)
+    mask_logits: Tensor[N, h, w] float, mask logits over the padded network input
+    letterbox:   how the frame was fitted (None: the masks already are at camera size)
+    upsample:    bilinear factor applied to the logits first (the model's mask_upsample_stride)
+    """
+    N, K = cls_prob.shape
+    if mask_logits.dim() != 3 or mask_logits.shape[0] != N:
+        raise ValueError(f"mask_logits must be [N={N}, h, w], got {tuple(mask_logits.shape)}")
+    if not 0 < num_things <= K or num_thing_kernels + K - num_things != N:
+        raise ValueError(f"cls_prob {tuple(cls_prob.shape)} does not fit {num_thing_kernels} "
+                         f"thing kernels and {num_things} thing classes")
+    probs = upsample_logits(mask_logits.float(), upsample).sigmoid()  # [N, h', w']
+    if letterbox is not None:
+        probs = letterbox.to_original(probs)  # [N, H, W]
+    H, W = probs.shape[-2:]
+    scores, labels, kernels, P = merge_candidates(cls_prob.float(), num_thing_kernels,
+                                                  num_things, cfg.max_per_img)
+    M = scores.numel()
+    weighted = scores.view(-1, 1, 1) * probs[kernels]  # [M, H, W]
+    owner = weighted.argmax(0).flatten()  # [H*W], first max wins like the official arg-max
+    del weighted
+    owned = torch.bincount(owner, minlength=M)  # [M]
+    original = (probs >= cfg.mask_thr).flatten(1).sum(1)[kernels]  # [M]
+    is_thing = torch.arange(M, device=scores.device) < P
+    ratio = owned.double() / original.clamp(min=1).double()  # python float division semantics
+    keep = (~(is_thing & (scores < cfg.instance_score_thr)) & (owned > 0) & (original > 0)
+            & ~(ratio < cfg.overlap_thr))
+    order = torch.sort(-scores, stable=True).indices  # visit order (descending score)
+    kept = order[keep[order]]  # [S] candidates in segment order
+    lut = torch.zeros(M, dtype=torch.int32, device=scores.device)
+    lut[kept] = torch.arange(1, kept.numel() + 1, dtype=torch.int32, device=scores.device)
+    segment_map = lut[owner].view(H, W)
+    return MergeResult(segment_map=segment_map, is_thing=is_thing[kept], labels=labels[kept],
+                       scores=scores[kept], kernels=kernels[kept], ranks=kept,
+                       areas=owned[kept])
+
+
+def semantic_map(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
+                 void_label: int = 255, void_as_road: bool = False) -> Tensor:
+    """[H, W] int64 dataset train ids; void pixels get ``void_label`` (or 0 = road, the
+    official export, with ``void_as_road``)."""
+    dev = result.segment_map.device
+    m2t = torch.as_tensor(model_to_train_id, dtype=torch.int64, device=dev)
+    void = torch.tensor([0 if void_as_road else void_label], dtype=torch.int64, device=dev)
+    lut = torch.cat([void, m2t[result.labels]])  # [S + 1]
+    return lut[result.segment_map.long()]

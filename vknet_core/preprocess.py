@@ -1,0 +1,117 @@
+"""Camera frame -> network input (keep-ratio resize + bottom/right pad) and the way back.
+
+H x W camera image, Hr x Wr resized image (official ``img_shape``), Hp x Wp network input
+(official ``batch_input_shape``, multiples of 32). Masks go back exactly like the official
+``rescale_masks`` (video_knet.md §7.2): bilinear to (Hp, Wp), crop to (Hr, Wr), bilinear to (H, W),
+all with ``align_corners=False``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vknet_core.config import IMAGENET_MEAN
+
+# Padding colour: the official pipeline pads the *normalised* image with 0, i.e. the pixel mean.
+MEAN_PAD: tuple[int, int, int] = tuple(int(round(m)) for m in IMAGENET_MEAN)  # type: ignore
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """net_hw: network input (H, W), multiples of ``size_divisor``; None = the camera size padded
+    up to a multiple of ``size_divisor`` (no resize, as the official KITTI-STEP test)."""
+
+    net_hw: Optional[tuple[int, int]] = None
+    size_divisor: int = 32
+    pad_value: tuple[int, int, int] = MEAN_PAD
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a camera frame was fitted into the network input.
+
+    orig_hw: (H, W) camera size; resized_hw: (Hr, Wr) after the keep-ratio resize;
+    pad_hw: (Hp, Wp) network input size (image at the top-left, padding bottom/right).
+    """
+
+    orig_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    pad_hw: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        return self.resized_hw[0] / self.orig_hw[0]
+
+    @staticmethod
+    def identity(hw: tuple[int, int]) -> "Letterbox":
+        return Letterbox(tuple(hw), tuple(hw), tuple(hw))  # type: ignore[arg-type]
+
+    def to_original(self, maps: Tensor) -> Tensor:
+        """Map network-space maps back to the camera frame (official ``rescale_masks``).
+
+        maps: Tensor[..., h, w] float, any resolution covering the padded input (e.g. stride 2 or 8).
+        Returns Tensor[..., H, W] float.
+        """
+        if maps.dim() < 2:
+            raise ValueError(f"maps must be [..., h, w], got shape {tuple(maps.shape)}")
+        lead = maps.shape[:-2]
+        x = maps.reshape(1, -1, *maps.shape[-2:])  # [1, M, h, w]
+        x = F.interpolate(x, size=self.pad_hw, mode="bilinear", align_corners=False)
+        x = x[:, :, : self.resized_hw[0], : self.resized_hw[1]]
+        x = F.interpolate(x, size=self.orig_hw, mode="bilinear", align_corners=False)
+        return x.reshape(*lead, *self.orig_hw)
+
+
+def fit_size(orig_hw: tuple[int, int], cfg: PreprocessConfig) -> tuple[tuple[int, int],
+                                                                          tuple[int, int]]:
+    """(resized_hw, pad_hw) for a camera size under ``cfg``."""
+    h, w = orig_hw
+    d = cfg.size_divisor
+    if cfg.net_hw is None:
+        return (h, w), (-(-h // d) * d, -(-w // d) * d)
+    ph, pw = cfg.net_hw
+    if ph % d or pw % d or ph <= 0 or pw <= 0:
+        raise ValueError(f"net_hw must be positive multiples of {d}, got {cfg.net_hw}")
+    scale = min(ph / h, pw / w)
+    rh = min(ph, max(1, int(h * scale + 0.5)))
+    rw = min(pw, max(1, int(w * scale + 0.5)))
+    return (rh, rw), (ph, pw)
+
+
+def to_model_input(rgb: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()
+                   ) -> tuple[np.ndarray, Letterbox]:
+    """Camera RGB -> network input.
+
+    rgb: np.ndarray[H, W, 3] uint8 RGB.
+    Returns (image np.ndarray[1, Hp, Wp, 3] uint8 RGB, Letterbox).
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3:
+        got = (rgb.shape, rgb.dtype) if isinstance(rgb, np.ndarray) else type(rgb)
+        raise ValueError(f"image must be an HxWx3 uint8 RGB array, got {got}")
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError(f"image must be non-empty, got shape {rgb.shape}")
+    (rh, rw), (ph, pw) = fit_size((h, w), cfg)
+    img = rgb if (rh, rw) == (h, w) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    out = np.empty((1, ph, pw, 3), np.uint8)
+    out[0] = np.asarray(cfg.pad_value, np.uint8)
+    out[0, :rh, :rw] = img
+    return out, Letterbox((h, w), (rh, rw), (ph, pw))
+
+
+def letterbox_from_meta(img_meta: "np.ndarray | list[int]") -> Letterbox:
+    """Official ``[img_h, img_w, pad_h, pad_w, ori_h, ori_w]`` (parity files) -> Letterbox."""
+    ih, iw, ph, pw, oh, ow = (int(v) for v in img_meta)
+    return Letterbox((oh, ow), (ih, iw), (ph, pw))
+
+
+def as_tensor(x: "np.ndarray | Tensor", device: "torch.device | str" = "cpu") -> Tensor:
+    return x.to(device) if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x)
+                                                                         ).to(device)
