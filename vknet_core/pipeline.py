@@ -1,0 +1,171 @@
+"""Framework-free online video panoptic segmentation: ``step(rgb_uint8) -> PanopticFrame``.
+
+One object owns the per-sequence state (previous kernels, has_prev, frame index, tracker) and calls
+any ``Backend`` (PyTorch now; ONNX Runtime / TensorRT from ``vknet_export``)::
+
+    pipe = VideoPanopticPipeline.from_checkpoint("m.pt", device="cpu")
+    for rgb in frames:                       # uint8 [H, W, 3] RGB
+        frame = pipe.step(rgb)               # PanopticFrame at camera resolution
+    pipe.reset()                             # new sequence
+
+Flow (DESIGN §1): preprocess -> backend.step -> panoptic merge -> boxes + tracker -> maps.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from vknet_core.config import VKNetConfig
+from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
+from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
+from vknet_core.preprocess import PreprocessConfig, to_model_input
+from vknet_core.runtime import Backend, TorchBackend
+from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
+from vknet_core.types import OUTPUT_NAMES, PanopticFrame, Segment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything after the network, plus the input geometry.
+
+    device: where merge and boxes run ("cpu", "cuda", ...); None = the backend's ``device``
+    attribute when it has a torch one, else "cpu".
+    """
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    device: Optional[str] = None
+
+
+class VideoPanopticPipeline:
+    """Stateful per-frame runner. ``model_cfg`` gives labels, kernel counts and strides."""
+
+    def __init__(self, backend: Backend, model_cfg: VKNetConfig,
+                 cfg: PipelineConfig = PipelineConfig()):
+        if not callable(getattr(backend, "step", None)):
+            raise TypeError(f"backend must have step(feeds) -> outputs, got {type(backend)}")
+        self.backend = backend
+        self.model_cfg = model_cfg
+        self.cfg = cfg
+        dev = cfg.device
+        if dev is None:
+            bdev = getattr(backend, "device", None)
+            dev = str(bdev) if isinstance(bdev, torch.device) else "cpu"
+        self.device = torch.device(dev)
+        pre = cfg.preprocess
+        spec = getattr(backend, "spec", None)  # exported graphs with a fixed input size
+        if pre.net_hw is None and spec is not None and not getattr(spec, "dynamic", True):
+            pre = PreprocessConfig(net_hw=(int(spec.height), int(spec.width)),
+                                   size_divisor=pre.size_divisor, pad_value=pre.pad_value)
+        self.preprocess_cfg = pre
+        self.tracker = QuasiDenseTracker(cfg.tracker)
+        self.last_timings: dict[str, float] = {}
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (ids from 1)."""
+        N, C = self.model_cfg.num_kernels, self.model_cfg.neck.channels
+        self._prev_kernels = np.zeros((1, N, C), np.float32)
+        self._has_prev = np.zeros((1,), np.float32)
+        self.frame_index = 0
+        self.tracker.reset()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, os.PathLike], device: str = "cpu",
+                        cfg: PipelineConfig = PipelineConfig()) -> "VideoPanopticPipeline":
+        """Checkpoint -> TorchBackend on ``device`` -> pipeline."""
+        from vknet_core.checkpoint import load_checkpoint
+
+        model = load_checkpoint(path)
+        return cls(TorchBackend(model, device), model.cfg, cfg)
+
+    # ------------------------------------------------------------------ step
+
+    def step(self, rgb: np.ndarray) -> PanopticFrame:
+        """One camera frame (uint8 [H, W, 3] RGB) -> PanopticFrame at [H, W]."""
+        t0 = time.perf_counter()
+        image, letterbox = to_model_input(rgb, self.preprocess_cfg)
+        t1 = time.perf_counter()
+        out = self.backend.step({"image": image, "prev_kernels": self._prev_kernels,
+                                 "has_prev": self._has_prev})
+        self._check_outputs(out)
+        t2 = time.perf_counter()
+        self._prev_kernels = np.ascontiguousarray(out["cur_kernels"], np.float32)
+        self._has_prev = np.ones((1,), np.float32)
+
+        mc, lab = self.cfg.merge, self.model_cfg.labels
+        Q, T = self.model_cfg.head.num_thing_kernels, lab.num_things
+        dev = self.device
+        result = panoptic_merge(torch.from_numpy(out["cls_prob"][0]).to(dev),
+                                torch.from_numpy(out["mask_logits"][0]).to(dev), letterbox, Q, T,
+                                mc, upsample=self.model_cfg.head.mask_upsample_stride)
+        semantic = semantic_map(result, lab.model_to_train_id, lab.ignore_label, mc.void_as_road)
+        things = result.thing_segments  # [n] positions in segment order
+        boxes = None
+        if things.numel():
+            keep = None
+            if mc.semantic_filter:
+                keep = semantic_thing_mask(torch.from_numpy(out["sem_logits"][0]).to(dev),
+                                           letterbox.orig_hw, T,
+                                           letterbox if mc.semantic_filter_crop else None)
+            boxes = segment_boxes(result.segment_map, things + 1, keep)
+        segment_map = result.segment_map.cpu().numpy()
+        semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        t3 = time.perf_counter()
+
+        track_ids = np.zeros(result.num_segments, np.int64)
+        if boxes is not None:
+            th = things.cpu().numpy()
+            embeds = out["track_embed"][0][result.kernels[things].cpu().numpy()]  # [n, E]
+            res = self.tracker.update(boxes.cpu().numpy(), result.scores[things].cpu().numpy(),
+                                      result.labels[things].cpu().numpy(), embeds,
+                                      frame_id=self.frame_index)
+            track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
+        self.frame_index += 1
+        lut = np.concatenate([[0], track_ids]).astype(np.uint16)
+        instance_ids = lut[segment_map]
+        div = lab.label_divisor
+        panoptic = semantic_np.astype(np.int32) * div + instance_ids.astype(np.int32)
+        segments = [
+            Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
+                    is_thing=bool(is_thing), score=float(score), kernel_index=int(kernel),
+                    area=int(area), track_id=int(track_ids[i]))
+            for i, (label, is_thing, score, kernel, area) in enumerate(zip(
+                result.labels.tolist(), result.is_thing.tolist(), result.scores.tolist(),
+                result.kernels.tolist(), result.areas.tolist()))
+        ]
+        t4 = time.perf_counter()
+        self.last_timings = {"preprocess": t1 - t0, "network": t2 - t1, "merge": t3 - t2,
+                             "tracker": t4 - t3, "total": t4 - t0}
+        return PanopticFrame(segment_map=segment_map, semantic=semantic_np,
+                             instance_ids=instance_ids, panoptic=panoptic, segments=segments,
+                             label_divisor=div)
+
+    def _check_outputs(self, out: dict[str, np.ndarray]) -> None:
+        missing = [n for n in OUTPUT_NAMES if n not in out]
+        if missing:
+            raise ValueError(f"backend returned {sorted(out)}, missing {missing}")
+        N, K = self.model_cfg.num_kernels, self.model_cfg.labels.num_classes
+        Q, C = self.model_cfg.head.num_thing_kernels, self.model_cfg.neck.channels
+        expect = {"cls_prob": (1, N, K), "cur_kernels": (1, N, C)}
+        for name, shape in expect.items():
+            if tuple(out[name].shape) != shape:
+                raise ValueError(f"backend output {name} has shape {out[name].shape}, expected "
+                                 f"{shape} for model {self.model_cfg.name!r}")
+        if out["track_embed"].shape[:2] != (1, Q) or out["mask_logits"].shape[:2] != (1, N):
+            raise ValueError(f"backend outputs track_embed {out['track_embed'].shape} / "
+                             f"mask_logits {out['mask_logits'].shape} do not fit Q={Q}, N={N}")
