@@ -1,0 +1,140 @@
+"""Cityscapes-VPS reader, VPSNet format (video_knet.md §8.2, metrics.md §4).
+
+Layout (mcahny/vps ``prepare_data``)::
+
+    root/panoptic_gt_{split}_city_vps.json      COCO-panoptic json: images, annotations
+                                                (image_id, file_name, segments_info), categories
+    root/{split}/img/{vid:04d}_{fid:04d}_{city}_{a}_{b}_{newImg8bit|leftImg8bit}.png
+    root/{split}/panoptic_video/<annotation file_name>.png   RGB, id = R + 256 G + 256^2 B
+
+``image_id`` is the file name up to the last two ``_`` fields; its first 4 characters are the
+video id (the ``seq`` key). Segment ids (colours) are consistent within a video, so a thing
+segment is one track: the reader numbers thing segments 1, 2, ... per video in order of first
+appearance and returns ``train_id * 1000 + that number``; stuff and crowd segments get
+instance 0, unlabelled pixels (id 0 or not listed) are void. ``category_id`` is the train id
+(0..18, things 11..18). Only the annotated frames (every 5th) are frames of a sequence.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vknet_training.datasets.base import (
+    LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    read_rgb_png_u8,
+)
+
+
+def rgb_to_segment_id(rgb: np.ndarray) -> np.ndarray:
+    """COCO-panoptic colour uint8 [H, W, 3] (R, G, B) -> int64 [H, W] id = R + 256 G + 256^2 B."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+class CityscapesVPSVideo(VideoReader):
+    """Annotated frames of one Cityscapes-VPS split; ``seq`` is the integer video id."""
+
+    def __init__(self, root: str | Path, split: str = "val"):
+        self.root = Path(root)
+        self.split = split
+        json_path = self.root / f"panoptic_gt_{split}_city_vps.json"
+        if not json_path.is_file():
+            raise DatasetFormatError(
+                f"Cityscapes-VPS annotation file not found: {json_path} (expected "
+                f"root/panoptic_gt_{{split}}_city_vps.json beside root/{split}/img and "
+                f"root/{split}/panoptic_video)"
+            )
+        try:
+            data = json.loads(json_path.read_text())
+            images = {im["id"]: im for im in data["images"]}
+            annotations = data["annotations"]
+            categories = {int(c["id"]): c for c in data["categories"]}
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise DatasetFormatError(
+                f"{json_path}: not a COCO-panoptic json with 'images', 'annotations' and "
+                f"'categories' ({type(e).__name__}: {e})"
+            ) from None
+        if not annotations:
+            raise DatasetFormatError(f"{json_path}: no annotations (empty split {split!r})")
+        self.json_path = json_path
+        self.categories = categories
+        self._frames: dict[int, list[dict[str, Any]]] = {}
+        for ann in annotations:
+            image_id = str(ann["image_id"])
+            if image_id not in images:
+                raise DatasetFormatError(
+                    f"{json_path}: annotation {ann.get('file_name')!r} names image_id "
+                    f"{image_id!r} that is not listed under 'images'"
+                )
+            try:
+                vid = int(image_id[:4])
+            except ValueError:
+                raise DatasetFormatError(
+                    f"{json_path}: image_id {image_id!r} does not start with a 4-digit video id"
+                ) from None
+            self._frames.setdefault(vid, []).append(
+                {"image_id": image_id, "image_file": images[image_id]["file_name"],
+                 "label_file": ann["file_name"], "segments": ann["segments_info"]}
+            )
+        self._frames = {v: sorted(fs, key=lambda f: f["image_id"])
+                        for v, fs in sorted(self._frames.items())}
+        # per video: segment id of a non-crowd thing -> track number 1, 2, ...
+        self._track: dict[int, dict[int, int]] = {}
+        for vid, frames in self._frames.items():
+            ids: dict[int, int] = {}
+            for fr in frames:
+                for s in fr["segments"]:
+                    if self._is_thing(s) and not s.get("iscrowd", 0) and s["id"] not in ids:
+                        ids[int(s["id"])] = len(ids) + 1
+            if len(ids) >= LABEL_DIVISOR:
+                raise DatasetFormatError(
+                    f"{json_path}: video {vid:04d} has {len(ids)} thing tracks; at most "
+                    f"{LABEL_DIVISOR - 1} fit the label divisor"
+                )
+            self._track[vid] = ids
+
+    def _is_thing(self, segment: dict[str, Any]) -> bool:
+        cat = int(segment["category_id"])
+        if cat not in self.categories:
+            raise DatasetFormatError(
+                f"{self.json_path}: segment {segment.get('id')} has category_id {cat}, not in "
+                f"'categories' {sorted(self.categories)}"
+            )
+        return bool(self.categories[cat].get("isthing", 0))
+
+    def sequences(self) -> list[int]:
+        return list(self._frames)
+
+    def num_frames(self, seq: int) -> int:
+        if seq not in self._frames:
+            raise KeyError(f"video {seq} not in {self.json_path}; available: {list(self._frames)}")
+        return len(self._frames[seq])
+
+    def frame_name(self, seq: int, idx: int) -> str:
+        self._check_index(seq, idx)
+        return self._frames[seq][idx]["image_id"]
+
+    def frame_paths(self, seq: int, idx: int) -> tuple[Path, Path]:
+        self._check_index(seq, idx)
+        fr = self._frames[seq][idx]
+        return (self.root / self.split / "img" / fr["image_file"],
+                self.root / self.split / "panoptic_video" / fr["label_file"])
+
+    def read_frame(self, seq: int, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, lab_path = self.frame_paths(seq, idx)
+        image = read_rgb(img_path)
+        seg = rgb_to_segment_id(read_rgb_png_u8(lab_path, "Cityscapes-VPS panoptic"))
+        check_same_size(image, seg, img_path, lab_path)
+        panoptic = np.full(seg.shape, VOID, dtype=np.int64)
+        tracks = self._track[seq]
+        for s in self._frames[seq][idx]["segments"]:
+            cat = int(s["category_id"])
+            inst = tracks.get(int(s["id"]), 0) if self._is_thing(s) else 0
+            panoptic[seg == int(s["id"])] = cat * LABEL_DIVISOR + inst
+        return image, panoptic
+
+
+__all__ = ["CityscapesVPSVideo", "rgb_to_segment_id"]

@@ -1,0 +1,128 @@
+"""VIPSeg reader (VIPSeg-Dataset README, metrics.md §4).
+
+Layout (``VIPSeg_720P`` after the dataset's ``change2_720p.py``)::
+
+    root/{split}.txt                    one video name per line
+    root/images/{video}/{frame}.jpg     RGB frames
+    root/panomasks/{video}/{frame}.png  single channel: 0 void; 1..124 stuff = category id + 1;
+                                        >= 125 thing = (category id + 1) * 100 + instance
+
+Category ids 0..123 are those of ``panoVIPSeg_categories.json``; 58 of them are things. The
+reader re-indexes them to the ``vipseg_r50`` preset's train ids: things first in category order
+(train ids 0..57), then stuff (58..123), and returns ``train_id * 1000 + instance + 1`` for
+things (so a real instance is never 0, as Video-K-Net does) and ``train_id * 1000`` for stuff.
+The value 200 is a known annotation bug of the dataset (VIPSeg-Dataset issue 1) and is void, as
+in Video-K-Net. ``seq`` is the video's position in the split list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vknet_training.datasets.base import (
+    LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    read_single_channel_png,
+)
+
+# panoVIPSeg_categories.json entries with "isthing": 1 (category ids).
+VIPSEG_THING_CATEGORIES: tuple[int, ...] = (
+    2, 4, 8, 10, 41, 43, 44, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 60, 61, 62, 63, 64, 65, 72,
+    74, 76, 77, 78, 79, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 95, 96, 97, 99, 100, 101,
+    102, 106, 107, 108, 109, 114, 115, 116, 117, 118, 122, 123,
+)
+VIPSEG_NUM_CATEGORIES = 124
+VIPSEG_VOID_VALUES: tuple[int, ...] = (0, 200)
+_STUFF = tuple(c for c in range(VIPSEG_NUM_CATEGORIES) if c not in VIPSEG_THING_CATEGORIES)
+CATEGORY_TO_TRAIN_ID: dict[int, int] = {
+    c: i for i, c in enumerate(VIPSEG_THING_CATEGORIES + _STUFF)
+}
+
+
+def decode_vipseg_mask(mask: np.ndarray) -> np.ndarray:
+    """VIPSeg panomask values int [H, W] -> int64 [H, W] train_id * 1000 + inst (void 255000).
+
+    Raises ValueError on a value that is not a valid VIPSeg code (unknown category, or a thing
+    code on a stuff category).
+    """
+    out = np.full(mask.shape, VOID, dtype=np.int64)
+    for v in np.unique(mask):
+        v = int(v)
+        if v in VIPSEG_VOID_VALUES:
+            continue
+        if v <= VIPSEG_NUM_CATEGORIES:
+            cat, inst = v - 1, 0
+        else:
+            cat, inst = v // 100 - 1, v % 100 + 1
+            if cat not in VIPSEG_THING_CATEGORIES:
+                raise ValueError(
+                    f"value {v} encodes an instance of category {cat}, which is not a thing "
+                    f"category (expected one of the 58 VIPSeg thing categories)"
+                )
+        if cat not in CATEGORY_TO_TRAIN_ID:
+            raise ValueError(f"value {v} decodes to category {cat}, outside 0..123")
+        out[mask == v] = CATEGORY_TO_TRAIN_ID[cat] * LABEL_DIVISOR + inst
+    return out
+
+
+class VIPSegVideo(VideoReader):
+    """Frames of one VIPSeg split; ``seq`` is the video's index in ``root/{split}.txt``."""
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        self.root = Path(root)
+        self.split = split
+        list_path = self.root / f"{split}.txt"
+        if not list_path.is_file():
+            raise DatasetFormatError(
+                f"VIPSeg split list not found: {list_path} (expected root/{{split}}.txt with one "
+                f"video name per line, beside root/images/ and root/panomasks/)"
+            )
+        videos = [ln.strip() for ln in list_path.read_text().splitlines() if ln.strip()]
+        if not videos:
+            raise DatasetFormatError(f"{list_path}: empty split list")
+        self.videos = videos
+        self._frames: dict[int, list[str]] = {}
+        for i, video in enumerate(videos):
+            img_dir = self.root / "images" / video
+            if not img_dir.is_dir():
+                raise DatasetFormatError(
+                    f"VIPSeg video folder not found: {img_dir} (listed in {list_path})"
+                )
+            stems = sorted(p.stem for p in img_dir.glob("*.jpg"))
+            if not stems:
+                raise DatasetFormatError(f"no .jpg frames in VIPSeg video folder {img_dir}")
+            self._frames[i] = stems
+
+    def sequences(self) -> list[int]:
+        return list(self._frames)
+
+    def num_frames(self, seq: int) -> int:
+        if seq not in self._frames:
+            raise KeyError(f"video index {seq} not in {self.split!r} ({len(self.videos)} videos)")
+        return len(self._frames[seq])
+
+    def frame_name(self, seq: int, idx: int) -> str:
+        self._check_index(seq, idx)
+        return f"{self.videos[seq]}/{self._frames[seq][idx]}"
+
+    def frame_paths(self, seq: int, idx: int) -> tuple[Path, Path]:
+        self._check_index(seq, idx)
+        video, stem = self.videos[seq], self._frames[seq][idx]
+        return (self.root / "images" / video / f"{stem}.jpg",
+                self.root / "panomasks" / video / f"{stem}.png")
+
+    def read_frame(self, seq: int, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, lab_path = self.frame_paths(seq, idx)
+        image = read_rgb(img_path)
+        mask = read_single_channel_png(lab_path, "VIPSeg panomask")
+        check_same_size(image, mask, img_path, lab_path)
+        try:
+            return image, decode_vipseg_mask(mask)
+        except ValueError as e:
+            raise DatasetFormatError(f"{lab_path}: {e}") from None
+
+
+__all__ = [
+    "CATEGORY_TO_TRAIN_ID", "VIPSEG_THING_CATEGORIES", "VIPSegVideo",
+    "decode_vipseg_mask",
+]
