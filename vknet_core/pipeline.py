@@ -128,13 +128,14 @@ class VideoPanopticPipeline:
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
-        if boxes is not None:
-            th = things.cpu().numpy()
-            embeds = out["track_embed"][0][result.kernels[things].cpu().numpy()]  # [n, E]
-            res = self.tracker.update(boxes.cpu().numpy(), result.scores[things].cpu().numpy(),
-                                      result.labels[things].cpu().numpy(), embeds,
-                                      frame_id=self.frame_index)
-            track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
+        th = things.cpu().numpy()
+        E = out["track_embed"].shape[-1]
+        res = self.tracker.update(
+            boxes.cpu().numpy() if boxes is not None else np.zeros((0, 4), np.float32),
+            result.scores[things].cpu().numpy(), result.labels[things].cpu().numpy(),
+            out["track_embed"][0][result.kernels[things].cpu().numpy()].reshape(-1, E),
+            frame_id=self.frame_index)  # called on empty frames too: stale tracks expire
+        track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
         self.frame_index += 1
         lut = np.concatenate([[0], track_ids]).astype(np.uint16)
         instance_ids = lut[segment_map]

@@ -125,6 +125,8 @@ class QuasiDenseTracker:
         embeds = [np.stack([t["embed"] for t in self.tracklets.values()])]
         labels = [np.array([t["label"] for t in self.tracklets.values()], np.int64)]
         for b_embeds, b_labels in self.backdrops:
+            if not len(b_labels):
+                continue
             ids.append(np.full(len(b_labels), -1, np.int64))
             embeds.append(b_embeds)
             labels.append(b_labels)
@@ -148,7 +150,9 @@ class QuasiDenseTracker:
         boxes:  [n, 4] float (x1, y1, x2, y2); scores: [n] float; labels: [n] int (class);
         embeds: [n, E] float association embeddings; frame_id: index within the sequence
         (default: one more than the last call's).
-        With n = 0 nothing changes (the official glue does not call the tracker then).
+        n = 0 only ages the memory (stale tracks are deleted, backdrops expire), as the official
+        tracker does for an empty frame; the official glue skips such frames, so a track hidden
+        in frames without any detection would otherwise live on.
         """
         cfg = self.cfg
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -156,6 +160,8 @@ class QuasiDenseTracker:
         labels = np.asarray(labels, np.int64).reshape(-1)
         embeds = np.asarray(embeds, np.float32)
         n = boxes.shape[0]
+        if n == 0 and embeds.size == 0:
+            embeds = embeds.reshape(0, 0)
         if scores.shape[0] != n or labels.shape[0] != n or embeds.ndim != 2 \
                 or embeds.shape[0] != n:
             raise ValueError(f"tracker inputs disagree: boxes {boxes.shape}, scores "
@@ -165,6 +171,7 @@ class QuasiDenseTracker:
         self._next_frame = frame_id + 1
         empty = np.zeros(0, np.int64)
         if n == 0:
+            self._update_memo(empty, boxes, embeds, labels, frame_id)
             return TrackResult(empty, np.zeros(0, bool), empty, empty)
 
         # 1. sort by score, remove duplicates against *all* earlier boxes (kept or not)
