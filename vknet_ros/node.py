@@ -95,6 +95,7 @@ class VKNetNode(LifecycleNode):
         self._pipe_lock = threading.Lock()  # the worker steps, the reset service resets
         self._last_stamp: Optional[int] = None
         self._last_hw: Optional[tuple[int, int]] = None
+        self._last_logged: dict[str, float] = {}  # message -> monotonic time (log throttle)
         self.create_service(Trigger, "~/reset_tracks", self._on_reset)
 
     # ------------------------------------------------------------------ lifecycle transitions
@@ -244,8 +245,17 @@ class VKNetNode(LifecycleNode):
                 self._process(*item)
             except Exception as e:  # never die in the worker: log, count, go on
                 self.stats.error("errors", f"{type(e).__name__}: {e}")
-                self.get_logger().error(f"frame failed: {type(e).__name__}: {e}",
-                                        throttle_duration_sec=_THROTTLE_S)
+                self._log_once("error", f"frame failed: {type(e).__name__}: {e}")
+
+    def _log_once(self, level: str, text: str) -> None:
+        """Log ``text`` at most once per ``_THROTTLE_S`` seconds (per distinct text)."""
+        now = time.monotonic()
+        if now - self._last_logged.get(text, -1e9) < _THROTTLE_S:
+            return
+        if len(self._last_logged) > 256:
+            self._last_logged.clear()
+        self._last_logged[text] = now
+        getattr(self.get_logger(), level)(text)
 
     def _process(self, msg: Union[Image, CompressedImage], t_recv: float) -> None:
         t0 = time.perf_counter()
@@ -253,7 +263,7 @@ class VKNetNode(LifecycleNode):
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ConversionError as e:
             self.stats.error("bad_input", str(e))
-            self.get_logger().warning(f"dropped frame: {e}", throttle_duration_sec=_THROTTLE_S)
+            self._log_once("warning", f"dropped frame: {e}")
             return
         t1 = time.perf_counter()
         with self._pipe_lock:
