@@ -211,3 +211,24 @@ def test_cuda_pipeline_matches_cpu(tiny_ckpt):
     for rgb in clip:
         a, b = cpu.step(rgb), gpu.step(rgb)
         assert (a.segment_map != b.segment_map).mean() < 1e-3
+
+
+def test_overlay_colours_are_stable_per_track_id():
+    from vknet_core.visualize import class_palette, overlay, track_colors
+
+    pipe = scripted_pipeline()
+    be = pipe.backend
+    rgb = np.zeros((120, 180, 3), np.uint8)
+    seen = {}
+    for t in range(3):
+        frame = pipe.step(rgb)
+        vis = overlay(rgb, frame, alpha=1.0, draw_boundaries=False)
+        assert vis.shape == (120, 180, 3) and vis.dtype == np.uint8
+        for name, rect in be.rects(t).items():
+            y, x = center_pixel(rect)
+            seen.setdefault(name, set()).add(tuple(vis[y, x]))
+        assert tuple(vis[2, 2]) == tuple(class_palette(19)[0])  # road colour
+    assert all(len(c) == 1 for c in seen.values()) and seen["A"] != seen["B"]
+    assert tuple(track_colors([1])[0]) in seen["A"]
+    with pytest.raises(ValueError, match="matching the frame"):
+        overlay(np.zeros((10, 10, 3), np.uint8), frame)
