@@ -246,12 +246,12 @@ def _lanes(layout: dict[str, int], h: int, s: float) -> list[_Lane]:
     base, far_sw, near_sw = layout["base"], layout["far_sw"], layout["near_sw"]
     road_h = near_sw - far_sw
     return [
-        _Lane(PERSON, far_sw - 2, 0.21 * h, 0, (0.5 * s, 1.3 * s), 0.0, 0.05, (0, 2)),
-        _Lane(CAR, far_sw + int(0.45 * road_h), 0.15 * h, -1, (2.0 * s, 4.5 * s), 1.0, 0.07,
+        _Lane(PERSON, far_sw - 2, 0.21 * h, 0, (0.8 * s, 2.0 * s), 0.0, 0.06, (0, 2)),
+        _Lane(CAR, far_sw + int(0.45 * road_h), 0.15 * h, -1, (3.0 * s, 7.0 * s), 1.0, 0.1,
               (1, 2)),
-        _Lane(CAR, near_sw - int(0.06 * road_h), 0.2 * h, 1, (2.5 * s, 5.5 * s), 2.0, 0.07,
+        _Lane(CAR, near_sw - int(0.06 * road_h), 0.2 * h, 1, (3.5 * s, 8.0 * s), 2.0, 0.1,
               (1, 2)),
-        _Lane(PERSON, h - 3, 0.29 * h, 0, (0.6 * s, 1.6 * s), 3.0, 0.05, (0, 2)),
+        _Lane(PERSON, h - 3, 0.29 * h, 0, (0.8 * s, 2.2 * s), 3.0, 0.06, (0, 2)),
     ]
 
 
@@ -310,7 +310,7 @@ def make_sequence(
     view = (cam_x, cam_x + width)
     for li, lane in enumerate(lanes):  # objects already in view at frame 0
         n = int(rng.integers(lane.initial[0], lane.initial[1] + 1))
-        slots = np.sort(rng.uniform(0.1, 0.9, size=n)) if n else []
+        slots = np.sort(rng.uniform(0.0, 1.0, size=n)) if n else []
         for u in slots:
             objects.append(_spawn(rng, lane, next_id, view[0] + u * width, view, li))
             next_id += 1
