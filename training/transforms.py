@@ -162,10 +162,12 @@ def normalize(
     """uint8 [H, W, 3] RGB -> float32 Tensor[3, H, W] ``(image - mean) / std``."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()  # [3,H,W]
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (x - m) / s
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    x = image.transpose(2, 0, 1).astype(np.float32)  # [3, H, W]
+    x -= m
+    x /= s
+    return torch.from_numpy(x)
 
 
 # ----------------------------------------------------------------------------- random wrappers

@@ -74,30 +74,33 @@ def build_targets(
     to_model = labels.train_to_model_id
     things = set(labels.thing_train_ids)
 
-    sem_model = np.full(sem.shape, 255, dtype=np.int64)  # [Hp, Wp]
-    for t in np.unique(sem):
+    sem2 = sem[::2, ::2]  # nearest /2
+    sem_model = np.full(sem2.shape, 255, dtype=np.int64)  # [Hp/2, Wp/2]
+    for t in np.unique(sem2):
         if int(t) != ignore:
-            sem_model[sem == t] = to_model[int(t)]
+            sem_model[sem2 == t] = to_model[int(t)]
 
     ids = thing_ids(panoptic, labels, divisor)
     stuff = sorted(to_model[int(t)] for t in np.unique(sem)
                    if int(t) != ignore and int(t) not in things)
     model_to_train = labels.model_to_train_id
-    binaries = [panoptic == i for i in ids] + [sem == model_to_train[m] for m in stuff]
-    m = len(binaries)
-    if m:
-        full = np.stack(binaries).astype(np.float32)  # [M, Hp, Wp]
-        masks = full.reshape(m, hp // 2, 2, wp // 2, 2).mean(axis=(2, 4))  # [M, Hp/2, Wp/2]
-    else:
-        masks = np.zeros((0, hp // 2, wp // 2), dtype=np.float32)
+    # soft masks at stride 2: bilinear /2 (align_corners=False) is exactly the 2x2 block mean
+    pan_q = [panoptic[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]  # 4 x [Hp/2, Wp/2]
+    sem_q = [q // divisor for q in pan_q]
+    masks = np.zeros((len(ids) + len(stuff), hp // 2, wp // 2), dtype=np.float32)
+    for k, i in enumerate(ids):
+        masks[k] = sum((q == i).astype(np.uint8) for q in pan_q)
+    for k, m in enumerate(stuff, start=len(ids)):
+        masks[k] = sum((q == model_to_train[m]).astype(np.uint8) for q in sem_q)
+    masks *= 0.25  # [M, Hp/2, Wp/2]
     return {
-        "masks": torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)),
+        "masks": torch.from_numpy(masks),
         "labels": torch.tensor([to_model[int(i) // divisor] for i in ids] + stuff,
                                dtype=torch.int64),
         "instance_ids": torch.tensor([int(i) for i in ids] + [-1] * len(stuff),
                                      dtype=torch.int64),
         "is_thing": torch.tensor([True] * len(ids) + [False] * len(stuff), dtype=torch.bool),
-        "sem_seg": torch.from_numpy(np.ascontiguousarray(sem_model[::2, ::2])),
+        "sem_seg": torch.from_numpy(sem_model),
     }
 
 
@@ -244,8 +247,9 @@ class PairDataset(Dataset):
         void = self.labels.ignore_label * self.reader.label_divisor
         out: dict[str, Any] = {}
         for name, img, pan in zip(("key", "ref"), images, pans):
-            x = normalize(img, self.cfg.pixel_mean, self.cfg.pixel_std)  # [3, h, w]
-            out[f"image_{name}"] = pad_tensor(x, (hp, wp), 0.0)  # [3, Hp, Wp]
+            x = np.zeros((3, hp, wp), dtype=np.float32)  # padding = 0 after normalising
+            x[:, :h, :w] = normalize(img, self.cfg.pixel_mean, self.cfg.pixel_std).numpy()
+            out[f"image_{name}"] = torch.from_numpy(x)  # [3, Hp, Wp]
             padded = np.full((hp, wp), void, dtype=np.int64)
             padded[:h, :w] = pan
             out[f"targets_{name}"] = build_targets(padded, self.labels, self.reader.label_divisor)
