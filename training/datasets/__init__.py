@@ -3,6 +3,8 @@
 Readers return frames as ``(rgb uint8 [H, W, 3], panoptic int64 [H, W])`` with
 ``panoptic = semantic_train_id * 1000 + instance`` (void 255000); see ``base.py``.
 """
+from pathlib import Path
+
 from vknet_training.datasets.base import DatasetFormatError, VideoReader
 from vknet_training.datasets.cityscapes_vps import CityscapesVPSVideo
 from vknet_training.datasets.kitti_step import (
@@ -18,7 +20,7 @@ READERS = {
 }
 
 
-def build_reader(dataset: str, root, split: str) -> VideoReader:
+def build_reader(dataset: str, root: str | Path, split: str) -> VideoReader:
     """The reader for ``cfg.labels.dataset`` (``kitti_step``, ``cityscapes_vps``, ``vipseg``)."""
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(READERS)}")

@@ -13,6 +13,8 @@ segment is one track: the reader numbers thing segments 1, 2, ... per video in o
 appearance and returns ``train_id * 1000 + that number``; stuff and crowd segments get
 instance 0, unlabelled pixels (id 0 or not listed) are void. ``category_id`` is the train id
 (0..18, things 11..18). Only the annotated frames (every 5th) are frames of a sequence.
+The release ships this json and ``panoptic_video/`` for ``val``; for ``train`` create them with
+mcahny/vps ``prepare_data/create_panoptic_video_labels.py --mode train``.
 """
 from __future__ import annotations
 
