@@ -117,7 +117,11 @@ def check_graph(model) -> GraphReport:
             report.findings.append(Finding(op, n.name, "not supported by TensorRT's ONNX parser"))
         elif op == "TopK" and (len(n.input) < 2 or n.input[1] not in constants):
             report.findings.append(Finding(op, n.name, "k is not a constant (dynamic TopK)"))
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # onnx raises ValueError/InferenceError from C++
+        report.findings.append(Finding("graph", model.graph.name, f"shape inference failed: {e}"))
+        return report
     inputs_static = all(_static_dims(v) is not None for v in inferred.graph.input)
     if inputs_static:
         for v in inferred.graph.output:
@@ -154,8 +158,11 @@ def fold_once(model):
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    g = inferred.graph
+    try:
+        g = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception as e:  # fold what is constant anyway, without shapes
+        log.warning("shape inference failed, folding without shapes: %s", e)
+        g = model.graph
     shapes = {v.name: _static_dims(v) for v in list(g.value_info) + list(g.input) + list(g.output)}
     consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     out_names = {o.name for o in g.output}

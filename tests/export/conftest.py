@@ -43,3 +43,11 @@ def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_model(tiny_model, path, HEIGHT, WIDTH)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dynamic(tiny_model, tmp_path_factory) -> Path:
+    """Dynamic H/W export, sample size 64x96."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny_dynamic.onnx"
+    export_model(tiny_model, path, 64, 96, dynamic=True)
+    return path

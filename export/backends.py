@@ -1,0 +1,77 @@
+"""Pick a per-frame backend by name; every one has ``step(feeds) -> outputs``, ``close()``,
+``cfg`` (the model's ``VKNetConfig``) and ``device``.
+
+    backend = make_backend("onnxruntime", "m.onnx", device="cpu")
+    pipe = VideoPanopticPipeline(backend, backend.cfg)
+
+| name          | model_path                                  | device                         |
+|---------------|---------------------------------------------|--------------------------------|
+| "torch"       | vknet checkpoint (.pt)                      | cpu, cuda[:i]                  |
+| "onnxruntime" | ONNX from export/to_onnx.py                 | cpu, cuda[:i], tensorrt[:i]    |
+| "tensorrt"    | engine (.engine) or ONNX (.onnx; the engine | cuda[:i]                       |
+|               | is then built next to it on first use)      |                                |
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Union
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
+                 **kwargs: Any) -> Any:
+    """Build the backend ``name`` for ``model_path`` on ``device``.
+
+    kwargs: onnxruntime -> ``num_threads``, ``trt_cache_dir``; tensorrt -> ``onnx_path``,
+    ``fp16``, ``can_build``.
+    """
+    model_path = Path(model_path)
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{name} model file not found: {model_path}")
+    if name == "torch":
+        import vknet_core
+        from vknet_core.runtime import TorchBackend
+
+        return TorchBackend(vknet_core.load_checkpoint(model_path), device)
+    if name == "onnxruntime":
+        from vknet_export.ort_backend import OrtBackend
+        from vknet_export.to_onnx import read_metadata
+
+        backend = OrtBackend(model_path, device, **kwargs)
+        backend.cfg, _ = read_metadata(model_path)
+        return backend
+    return _tensorrt(model_path, device, **kwargs)
+
+
+def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path]] = None,
+              **kwargs: Any) -> Any:
+    from vknet_export.to_onnx import read_metadata
+    from vknet_export.trt_backend import TrtBackend
+
+    if device == "cpu":
+        device = "cuda:0"
+    if model_path.suffix == ".onnx":
+        onnx_path, engine = model_path, model_path.with_suffix(".engine")
+    else:
+        engine = model_path
+        sibling = model_path.with_suffix(".onnx")
+        onnx_path = onnx_path or (sibling if sibling.is_file() else None)
+    backend = TrtBackend(engine, device, onnx_path=onnx_path, **kwargs)
+    if onnx_path is not None:
+        backend.cfg, _ = read_metadata(onnx_path)
+    else:
+        from vknet_core.config import VKNetConfig
+        from vknet_export.to_trt import read_cache_key
+
+        key = read_cache_key(engine) or {}
+        if "model_config" not in key:
+            backend.close()
+            raise ValueError(f"{engine}: no ONNX beside it and no model config in its cache key")
+        backend.cfg = VKNetConfig.from_dict(key["model_config"])
+    return backend
