@@ -1,4 +1,5 @@
 """Plain-text tables for ``evaluate.py`` results (STQ/AQ/SQ, VPQ per window, per-class IoU/PQ)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -9,7 +10,7 @@ def _pct(v: Optional[float]) -> str:
 
 
 def format_table(result: dict) -> str:
-    """A multi-line summary of an ``evaluate_folders`` / ``evaluate_model`` result (values x100)."""
+    """A multi-line summary of an ``evaluate_folders`` / ``evaluate_model`` result (x100)."""
     vpq = result["vpq"]
     ks = [k for k in vpq if k != "mean"]
     lines = [
@@ -22,10 +23,14 @@ def format_table(result: dict) -> str:
     ]
     for k in ks + ["mean"]:
         v = vpq[k]
-        lines.append(f"{k:>8} {_pct(v['VPQ']):>7} {_pct(v['VPQ_thing']):>7} {_pct(v['VPQ_stuff']):>7}")
+        lines.append(
+            f"{k:>8} {_pct(v['VPQ']):>7} {_pct(v['VPQ_thing']):>7} {_pct(v['VPQ_stuff']):>7}"
+        )
     lines.append("")
     width = max([len("class")] + [len(r["name"]) for r in result["per_class"].values()])
-    header = f"{'id':>3} {'class':<{width}} {'kind':<5} {'IoU':>7}" + "".join(f" {'PQ ' + k:>8}" for k in ks)
+    header = f"{'id':>3} {'class':<{width}} {'kind':<5} {'IoU':>7}" + "".join(
+        f" {'PQ ' + k:>8}" for k in ks
+    )
     lines.append(header)
     for cid, row in result["per_class"].items():
         pqs = "".join(f" {_pct(row['PQ'].get(k)):>8}" for k in ks)

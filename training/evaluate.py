@@ -6,7 +6,7 @@ Two modes::
     python training/evaluate.py --gt GT_DIR --pred PRED_DIR --format kitti_step --out metrics.json
 
     # (a) run a model online (PyTorch checkpoint or ONNX) over a dataset split and score it
-    python training/evaluate.py --checkpoint m.pt --data KITTI_STEP_ROOT --split val --out metrics.json
+    python training/evaluate.py --checkpoint m.pt --data KITTI_STEP_ROOT --split val --out m.json
     python training/evaluate.py --onnx m.onnx --data KITTI_STEP_ROOT --split val
 
 Formats (``vknet_core.panoptic_io``): ``kitti_step`` (RGB PNG, R = semantic, G*256+B = instance;
@@ -19,6 +19,7 @@ VPQ as the official VPSNet evaluator. VPQ windows default per dataset: KITTI-STE
 frame annotated, n = k + 1), Cityscapes-VPS k = 0, 5, 10, 15 (every 5th frame annotated), VIPSeg
 n = 1, 2, 4, 6, 8. ``mean`` averages VPQ over the windows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,11 @@ from vknet_training.eval_table import format_table
 
 log = logging.getLogger(__name__)
 
-DATASET_PRESETS = {"kitti_step": "kitti_step_r50", "cityscapes_vps": "cityscapes_vps_r50", "vipseg": "vipseg_r50"}
+DATASET_PRESETS = {
+    "kitti_step": "kitti_step_r50",
+    "cityscapes_vps": "cityscapes_vps_r50",
+    "vipseg": "vipseg_r50",
+}
 # (ks, frame_stride): VPQ windows as frame gaps between annotated frames
 DATASET_WINDOWS = {
     "kitti_step": ((0, 1, 2, 3), 1),
@@ -67,12 +72,20 @@ class EvalSettings:
         return len(self.class_names)
 
     @staticmethod
-    def for_dataset(dataset: str, labels: Optional[LabelConfig] = None, things: Optional[Sequence[int]] = None,
-                    ks: Optional[Sequence[int]] = None, frame_stride: Optional[int] = None,
-                    label_divisor: Optional[int] = None, mask_void: bool = False) -> "EvalSettings":
-        """Defaults of ``dataset`` (its preset's labels and VPQ windows), with explicit overrides."""
+    def for_dataset(
+        dataset: str,
+        labels: Optional[LabelConfig] = None,
+        things: Optional[Sequence[int]] = None,
+        ks: Optional[Sequence[int]] = None,
+        frame_stride: Optional[int] = None,
+        label_divisor: Optional[int] = None,
+        mask_void: bool = False,
+    ) -> "EvalSettings":
+        """Defaults of ``dataset`` (its preset's labels, VPQ windows), with explicit overrides."""
         if dataset not in DATASET_PRESETS:
-            raise ValueError(f"unknown dataset format {dataset!r}; expected one of {sorted(DATASET_PRESETS)}")
+            raise ValueError(
+                f"unknown dataset format {dataset!r}; expected one of {sorted(DATASET_PRESETS)}"
+            )
         labels = labels or get_preset(DATASET_PRESETS[dataset]).labels
         dks, dstride = DATASET_WINDOWS[dataset]
         return EvalSettings(
@@ -92,9 +105,17 @@ class Scorer:
 
     def __init__(self, s: EvalSettings):
         self.settings = s
-        self.stq = STQAccumulator(s.num_classes, s.things, s.label_divisor, s.ignore_label, mask_void=s.mask_void)
-        self.vpq = VPQAccumulator(s.num_classes, s.things, s.label_divisor, s.ignore_label, ks=s.ks,
-                                  frame_stride=s.frame_stride)
+        self.stq = STQAccumulator(
+            s.num_classes, s.things, s.label_divisor, s.ignore_label, mask_void=s.mask_void
+        )
+        self.vpq = VPQAccumulator(
+            s.num_classes,
+            s.things,
+            s.label_divisor,
+            s.ignore_label,
+            ks=s.ks,
+            frame_stride=s.frame_stride,
+        )
         self.num_frames = 0
         self.sequences: list[Hashable] = []
 
@@ -118,19 +139,25 @@ class Scorer:
                 "name": name,
                 "thing": c in s.things,
                 "IoU": st["IoU_per_class"].get(c),
-                "PQ": {k: (vp[k]["per_class"].get(str(c)) or {}).get("pq") for k in vp if k != "mean"},
+                "PQ": {
+                    k: (vp[k]["per_class"].get(str(c)) or {}).get("pq") for k in vp if k != "mean"
+                },
             }
-        return _finite({
-            "format": s.dataset,
-            "num_sequences": len(self.sequences),
-            "num_frames": self.num_frames,
-            "settings": asdict(s),
-            "STQ": st["STQ"], "AQ": st["AQ"], "SQ": st["SQ"],
-            "VPQ": vp["mean"]["VPQ"],
-            "stq": {k: v for k, v in st.items() if k != "IoU_per_class"},
-            "vpq": vp,
-            "per_class": per_class,
-        })
+        return _finite(
+            {
+                "format": s.dataset,
+                "num_sequences": len(self.sequences),
+                "num_frames": self.num_frames,
+                "settings": asdict(s),
+                "STQ": st["STQ"],
+                "AQ": st["AQ"],
+                "SQ": st["SQ"],
+                "VPQ": vp["mean"]["VPQ"],
+                "stq": {k: v for k, v in st.items() if k != "IoU_per_class"},
+                "vpq": vp,
+                "per_class": per_class,
+            }
+        )
 
 
 def _finite(x: Any) -> Any:
@@ -149,9 +176,15 @@ def _finite(x: Any) -> Any:
 # ----------------------------------------------------------------------------- (b) folders
 
 
-def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, fmt: str, settings: Optional[EvalSettings] = None,
-                     gt_json: Optional[str | Path] = None, pred_json: Optional[str | Path] = None,
-                     progress: bool = True) -> dict:
+def evaluate_folders(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    fmt: str,
+    settings: Optional[EvalSettings] = None,
+    gt_json: Optional[str | Path] = None,
+    pred_json: Optional[str | Path] = None,
+    progress: bool = True,
+) -> dict:
     """Score a folder of prediction label files against a GT folder of the same format.
 
     Every GT frame needs a prediction with the same shape (else ``FileNotFoundError`` /
@@ -167,13 +200,18 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, fmt: str, setting
     D, ign = s.label_divisor, s.ignore_label
     gt = PanopticFolder(gt_dir, fmt, D, ign, things=s.things, json_file=gt_json)
     pred = PanopticFolder(pred_dir, fmt, D, ign, things=s.things, json_file=pred_json)
-    missing = [(q, f) for q in gt.sequences() for f in gt.frames(q)
-               if q not in pred.sequences() or f not in pred.frames(q)]
+    missing = [
+        (q, f)
+        for q in gt.sequences()
+        for f in gt.frames(q)
+        if q not in pred.sequences() or f not in pred.frames(q)
+    ]
     if missing:
         ex = ", ".join(f"sequence {q} frame {f}" for q, f in missing[:5])
         raise FileNotFoundError(
             f"{len(missing)} of {len(gt)} GT frames have no prediction in {pred_dir}, e.g. {ex} "
-            f"(GT {gt.ref(*missing[0]).path}); prediction sequences found: {pred.sequences()[:10]}")
+            f"(GT {gt.ref(*missing[0]).path}); prediction sequences found: {pred.sequences()[:10]}"
+        )
     extra = len(pred) - len(gt)
     if extra:
         log.warning("%d prediction frames in %s have no GT and are not scored", extra, pred_dir)
@@ -185,8 +223,10 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, fmt: str, setting
             for f, g in zip(gt.frames(q), gt.read(q)):
                 p = pred_frames[f]
                 if g.shape != p.shape:
-                    raise ValueError(f"size mismatch: GT {gt.ref(q, f).path} is {g.shape[0]}x{g.shape[1]} but "
-                                     f"prediction {pred.ref(q, f).path} is {p.shape[0]}x{p.shape[1]}")
+                    raise ValueError(
+                        f"size mismatch: GT {gt.ref(q, f).path} is {g.shape[0]}x{g.shape[1]} but "
+                        f"prediction {pred.ref(q, f).path} is {p.shape[0]}x{p.shape[1]}"
+                    )
                 scorer.update(g, p, q)
                 bar.update(1)
     return scorer.result()
@@ -203,9 +243,15 @@ class FramePipeline(Protocol):
     def step(self, rgb: np.ndarray) -> PanopticFrame: ...
 
 
-def evaluate_model(sequences: Iterable[Iterable[tuple[np.ndarray, np.ndarray]]], pipeline: FramePipeline,
-                   settings: EvalSettings, progress: bool = True, total_frames: Optional[int] = None) -> dict:
-    """Run ``pipeline`` online over each sequence (``reset()`` first) and score it like ``evaluate_folders``.
+def evaluate_model(
+    sequences: Iterable[Iterable[tuple[np.ndarray, np.ndarray]]],
+    pipeline: FramePipeline,
+    settings: EvalSettings,
+    progress: bool = True,
+    total_frames: Optional[int] = None,
+) -> dict:
+    """Run ``pipeline`` online over each sequence (``reset()`` first); score like
+    ``evaluate_folders``.
 
     Args:
         sequences: each an iterable of (rgb uint8 [H, W, 3], GT panoptic int [H, W]) in time order,
@@ -225,21 +271,32 @@ def evaluate_model(sequences: Iterable[Iterable[tuple[np.ndarray, np.ndarray]]],
                 if frame.label_divisor != D:
                     pred = pred // frame.label_divisor * D + pred % frame.label_divisor
                 if pred.shape != np.shape(gt):
-                    raise ValueError(f"sequence {i}: pipeline returned a {pred.shape} panoptic map for a "
-                                     f"{np.shape(gt)} GT frame (expected the camera resolution)")
+                    raise ValueError(
+                        f"sequence {i}: pipeline returned a {pred.shape} panoptic map for a "
+                        f"{np.shape(gt)} GT frame (expected the camera resolution)"
+                    )
                 scorer.update(gt, pred, i)
                 bar.update(1)
     return scorer.result()
 
 
-def evaluate_dataset(data: str | Path, split: str, checkpoint: Optional[str | Path] = None,
-                     onnx: Optional[str | Path] = None, device: str = "cpu", dataset: Optional[str] = None,
-                     max_sequences: Optional[int] = None, max_frames: Optional[int] = None,
-                     progress: bool = True, **overrides: Any) -> dict:
+def evaluate_dataset(
+    data: str | Path,
+    split: str,
+    checkpoint: Optional[str | Path] = None,
+    onnx: Optional[str | Path] = None,
+    device: str = "cpu",
+    dataset: Optional[str] = None,
+    max_sequences: Optional[int] = None,
+    max_frames: Optional[int] = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict:
     """Mode (a): build the pipeline from a checkpoint or an ONNX file, read ``split`` of ``data``
     with ``vknet_training.datasets`` and score the online predictions.
 
-    The label space is the model's (``cfg.labels``); ``dataset`` defaults to ``cfg.labels.dataset``;
+    The label space is the model's (``cfg.labels``); ``dataset`` defaults to
+    ``cfg.labels.dataset``;
     ``overrides`` are ``EvalSettings.for_dataset`` keywords (things, ks, frame_stride, ...).
     """
     if (checkpoint is None) == (onnx is None):
@@ -270,8 +327,13 @@ def evaluate_dataset(data: str | Path, split: str, checkpoint: Optional[str | Pa
             yield rgb, gt
 
     try:
-        return evaluate_model((frames(q) for q in seqs), pipeline, s, progress=progress,
-                              total_frames=sum(counts.values()))
+        return evaluate_model(
+            (frames(q) for q in seqs),
+            pipeline,
+            s,
+            progress=progress,
+            total_frames=sum(counts.values()),
+        )
     finally:
         pipeline.close()
 
@@ -280,13 +342,20 @@ def evaluate_dataset(data: str | Path, split: str, checkpoint: Optional[str | Pa
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = p.add_argument_group("score prediction files (mode b)")
     g.add_argument("--gt", type=Path, help="GT folder")
     g.add_argument("--pred", type=Path, help="prediction folder (same format)")
-    g.add_argument("--gt-json", type=Path, help="cityscapes_vps: GT json (default: the only *.json in --gt)")
-    g.add_argument("--pred-json", type=Path, help="cityscapes_vps: prediction json (default: the only *.json in --pred)")
+    g.add_argument(
+        "--gt-json", type=Path, help="cityscapes_vps: GT json (default: the only *.json in --gt)"
+    )
+    g.add_argument(
+        "--pred-json",
+        type=Path,
+        help="cityscapes_vps: prediction json (default: the only *.json in --pred)",
+    )
     m = p.add_argument_group("run a model online over a dataset split (mode a)")
     m.add_argument("--checkpoint", type=Path, help="vknet checkpoint (.pt)")
     m.add_argument("--onnx", type=Path, help="exported ONNX model (ONNX Runtime)")
@@ -296,16 +365,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     m.add_argument("--max-sequences", type=int, help="score only the first N sequences")
     m.add_argument("--max-frames", type=int, help="score only the first N frames of each sequence")
     c = p.add_argument_group("metric settings")
-    c.add_argument("--format", choices=FORMATS,
-                   help="label format / dataset (required with --gt; default with a model: its config's dataset)")
-    c.add_argument("--things", type=lambda t: tuple(int(x) for x in t.split(",") if x),
-                   help="thing train ids, comma separated (default: the dataset preset's, KITTI-STEP 11,13)")
-    c.add_argument("--vpq-k", type=lambda t: tuple(int(x) for x in t.split(",")),
-                   help="VPQ windows as frame gaps, comma separated (default per dataset)")
-    c.add_argument("--frame-stride", type=int, help="spacing of the annotated frames in units of --vpq-k")
+    c.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="label format / dataset (required with --gt; with a model: its config's dataset)",
+    )
+    c.add_argument(
+        "--things",
+        type=lambda t: tuple(int(x) for x in t.split(",") if x),
+        help="thing train ids, comma separated (default: the dataset preset's, KITTI-STEP 11,13)",
+    )
+    c.add_argument(
+        "--vpq-k",
+        type=lambda t: tuple(int(x) for x in t.split(",")),
+        help="VPQ windows as frame gaps, comma separated (default per dataset)",
+    )
+    c.add_argument(
+        "--frame-stride", type=int, help="spacing of the annotated frames in units of --vpq-k"
+    )
     c.add_argument("--label-divisor", type=int, help="panoptic label divisor (default 1000)")
-    c.add_argument("--mask-void", action="store_true",
-                   help="STQ: drop GT-void pixels first (Video K-Net convention); default whole frames (deeplab2)")
+    c.add_argument(
+        "--mask-void",
+        action="store_true",
+        help="STQ: drop GT-void pixels first (Video K-Net); default: whole frames (deeplab2)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write the full result as JSON here")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -313,7 +396,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     folder_mode = args.gt is not None or args.pred is not None
     model_mode = args.checkpoint is not None or args.onnx is not None or args.data is not None
     if folder_mode == model_mode:
-        p.error("use either --gt/--pred/--format (score files) or --checkpoint|--onnx with --data (run a model)")
+        p.error(
+            "use either --gt/--pred/--format (score files) or --checkpoint|--onnx with --data "
+            "(run a model)"
+        )
     if folder_mode and (args.gt is None or args.pred is None or args.format is None):
         p.error("scoring files needs --gt, --pred and --format")
     if model_mode and (args.data is None or (args.checkpoint is None) == (args.onnx is None)):
@@ -324,18 +410,38 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    overrides = dict(things=args.things, ks=args.vpq_k, frame_stride=args.frame_stride,
-                     label_divisor=args.label_divisor, mask_void=args.mask_void)
+    overrides = dict(
+        things=args.things,
+        ks=args.vpq_k,
+        frame_stride=args.frame_stride,
+        label_divisor=args.label_divisor,
+        mask_void=args.mask_void,
+    )
     try:
         if args.gt is not None:
             settings = EvalSettings.for_dataset(args.format, **overrides)
-            result = evaluate_folders(args.gt, args.pred, args.format, settings, gt_json=args.gt_json,
-                                      pred_json=args.pred_json, progress=not args.no_progress)
+            result = evaluate_folders(
+                args.gt,
+                args.pred,
+                args.format,
+                settings,
+                gt_json=args.gt_json,
+                pred_json=args.pred_json,
+                progress=not args.no_progress,
+            )
         else:
-            result = evaluate_dataset(args.data, args.split, checkpoint=args.checkpoint, onnx=args.onnx,
-                                      device=args.device, dataset=args.format,
-                                      max_sequences=args.max_sequences, max_frames=args.max_frames,
-                                      progress=not args.no_progress, **overrides)
+            result = evaluate_dataset(
+                args.data,
+                args.split,
+                checkpoint=args.checkpoint,
+                onnx=args.onnx,
+                device=args.device,
+                dataset=args.format,
+                max_sequences=args.max_sequences,
+                max_frames=args.max_frames,
+                progress=not args.no_progress,
+                **overrides,
+            )
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

@@ -6,10 +6,12 @@ Formats (``shared/reference/metrics.md`` §4, ``video_knet.md`` §7.5, §8):
   ``panoptic_maps/{split}/SEQ(%04d)/FRAME(%06d).png`` (deeplab2) or flattened as
   ``{seq:06d}_{frame:06d}_panoptic.png`` (Video K-Net); both are found by ``PanopticFolder``.
 * ``vipseg``: single-channel PNG (8/16 bit) in ``panomasks/VIDEO/FRAME.png``: 0 (and the known bad
-  value 200) void, 1..124 = category + 1 without instance, >= 125 = (category + 1) * 100 + instance.
-  Decoded into the ``vipseg_r50`` preset's train ids (58 thing categories first, then stuff, both in
+  value 200) void, 1..124 = category + 1 without instance, >= 125 = (category + 1) * 100 +
+  instance. Decoded into the ``vipseg_r50`` preset's train ids (58 thing categories first, then
+  stuff, both in
   category order) with thing instance = file instance + 1, as ``vknet_training.datasets.vipseg``.
-* ``cityscapes_vps``: COCO-panoptic video format (VPSNet): RGB PNG, segment id = R + 256 G + 256^2 B
+* ``cityscapes_vps``: COCO-panoptic video format (VPSNet): RGB PNG, segment id
+  = R + 256 G + 256^2 B
   (0 void), plus a json whose ``annotations`` carry ``file_name`` and ``segments_info`` (``id``,
   ``category_id`` = train id, ``iscrowd``). The video id is the file name's first ``_`` field.
   Segment ids are consistent within a video, so thing segments are numbered 1, 2, ... per video in
@@ -17,6 +19,7 @@ Formats (``shared/reference/metrics.md`` §4, ``video_knet.md`` §7.5, §8):
 
 Void is ``ignore_label * label_divisor``; GT thing pixels with instance 0 are crowd (metrics).
 """
+
 from __future__ import annotations
 
 import json
@@ -62,7 +65,9 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     if image.ndim == 3 and image.dtype == np.uint8:
         image = np.ascontiguousarray(image[:, :, ::-1])
     elif not (image.ndim == 2 and image.dtype in (np.uint8, np.uint16)):
-        raise ValueError(f"write_png takes uint8 [H,W,3] or uint8/uint16 [H,W], got {image.shape} {image.dtype}")
+        raise ValueError(
+            f"write_png takes uint8 [H,W,3] or uint8/uint16 [H,W], got {image.shape} {image.dtype}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image):
         raise OSError(f"could not write {path}")
@@ -84,33 +89,43 @@ def _split(panoptic: np.ndarray, label_divisor: int) -> tuple[np.ndarray, np.nda
 # ----------------------------------------------------------------------------- KITTI-STEP
 
 
-def decode_kitti_step(rgb: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255) -> np.ndarray:
+def decode_kitti_step(
+    rgb: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255
+) -> np.ndarray:
     """KITTI-STEP PNG pixels uint8 [H, W, 3] (R, G, B) -> int64 [H, W] panoptic ids.
 
     Void pixels (R = ignore_label) become ``ignore_label * label_divisor`` whatever G, B hold.
     Raises PanopticFormatError if an instance id is not below ``label_divisor``.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise PanopticFormatError(f"KITTI-STEP panoptic PNGs are uint8 RGB [H,W,3], got {rgb.shape} {rgb.dtype}")
+        raise PanopticFormatError(
+            f"KITTI-STEP panoptic PNGs are uint8 RGB [H,W,3], got {rgb.shape} {rgb.dtype}"
+        )
     sem = rgb[..., 0].astype(np.int64)
     inst = rgb[..., 1].astype(np.int64) * 256 + rgb[..., 2].astype(np.int64)
     void = sem == ignore_label
     top = int(inst[~void].max(initial=0))
     if top >= label_divisor:
-        raise PanopticFormatError(f"instance id {top} does not fit below label_divisor {label_divisor}")
+        raise PanopticFormatError(
+            f"instance id {top} does not fit below label_divisor {label_divisor}"
+        )
     return np.where(void, ignore_label * label_divisor, sem * label_divisor + inst)
 
 
 def encode_kitti_step(panoptic: np.ndarray, label_divisor: int = 1000) -> np.ndarray:
-    """int [H, W] panoptic ids -> uint8 [H, W, 3] (R = semantic, G = inst // 256, B = inst % 256)."""
+    """int [H,W] panoptic ids -> uint8 [H,W,3]: R = semantic, G = inst // 256, B = inst % 256."""
     sem, inst = _split(panoptic, label_divisor)
     if sem.max(initial=0) > 255 or inst.max(initial=0) > 65535:
-        raise ValueError(f"KITTI-STEP PNGs hold semantic <= 255 and instance <= 65535, got max "
-                         f"{int(sem.max())} and {int(inst.max())}")
+        raise ValueError(
+            f"KITTI-STEP PNGs hold semantic <= 255 and instance <= 65535, got max "
+            f"{int(sem.max())} and {int(inst.max())}"
+        )
     return np.stack([sem, inst // 256, inst % 256], axis=-1).astype(np.uint8)
 
 
-def read_kitti_step(path: str | Path, label_divisor: int = 1000, ignore_label: int = 255) -> np.ndarray:
+def read_kitti_step(
+    path: str | Path, label_divisor: int = 1000, ignore_label: int = 255
+) -> np.ndarray:
     """Read a KITTI-STEP panoptic PNG -> int64 [H, W] panoptic ids."""
     try:
         return decode_kitti_step(read_png(path), label_divisor, ignore_label)
@@ -126,23 +141,83 @@ def write_kitti_step(path: str | Path, panoptic: np.ndarray, label_divisor: int 
 
 # panoVIPSeg_categories.json categories with "isthing": 1
 VIPSEG_THING_CATEGORIES: tuple[int, ...] = (
-    2, 4, 8, 10, 41, 43, 44, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 60, 61, 62, 63, 64, 65, 72,
-    74, 76, 77, 78, 79, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 95, 96, 97, 99, 100, 101,
-    102, 106, 107, 108, 109, 114, 115, 116, 117, 118, 122, 123,
+    2,
+    4,
+    8,
+    10,
+    41,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    54,
+    55,
+    56,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    72,
+    74,
+    76,
+    77,
+    78,
+    79,
+    82,
+    83,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+    91,
+    92,
+    95,
+    96,
+    97,
+    99,
+    100,
+    101,
+    102,
+    106,
+    107,
+    108,
+    109,
+    114,
+    115,
+    116,
+    117,
+    118,
+    122,
+    123,
 )
 VIPSEG_NUM_CATEGORIES = 124
 VIPSEG_VOID_VALUES: tuple[int, ...] = (0, 200)
 # train id -> VIPSeg category id (things first, then stuff)
 VIPSEG_TRAIN_TO_CATEGORY: tuple[int, ...] = VIPSEG_THING_CATEGORIES + tuple(
-    c for c in range(VIPSEG_NUM_CATEGORIES) if c not in VIPSEG_THING_CATEGORIES)
+    c for c in range(VIPSEG_NUM_CATEGORIES) if c not in VIPSEG_THING_CATEGORIES
+)
 _VIPSEG_CAT_TO_TRAIN = np.argsort(np.array(VIPSEG_TRAIN_TO_CATEGORY))
 _VIPSEG_CAT_IS_THING = np.isin(np.arange(VIPSEG_NUM_CATEGORIES), VIPSEG_THING_CATEGORIES)
 
 
-def decode_vipseg(mask: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255) -> np.ndarray:
-    """VIPSeg panomask values int [H, W] -> int64 [H, W] panoptic ids in ``vipseg_r50`` train ids."""
+def decode_vipseg(
+    mask: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255
+) -> np.ndarray:
+    """VIPSeg panomask values [H,W] -> int64 [H,W] panoptic ids (``vipseg_r50`` train ids)."""
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise PanopticFormatError(f"VIPSeg panomasks are single-channel integer [H,W], got {mask.shape} {mask.dtype}")
+        raise PanopticFormatError(
+            f"VIPSeg panomasks are single-channel integer [H,W], got {mask.shape} {mask.dtype}"
+        )
     v = mask.astype(np.int64)
     void = np.isin(v, VIPSEG_VOID_VALUES)
     region = v <= VIPSEG_NUM_CATEGORIES  # category + 1, no instance
@@ -150,20 +225,28 @@ def decode_vipseg(mask: np.ndarray, label_divisor: int = 1000, ignore_label: int
     inst = np.where(region, 0, v % 100 + 1)
     bad = ~void & ((cat < 0) | (cat >= VIPSEG_NUM_CATEGORIES))
     if bad.any():
-        raise PanopticFormatError(f"VIPSeg values {np.unique(v[bad])[:10].tolist()} decode to categories "
-                                  f"outside 0..{VIPSEG_NUM_CATEGORIES - 1}")
+        raise PanopticFormatError(
+            f"VIPSeg values {np.unique(v[bad])[:10].tolist()} decode to categories "
+            f"outside 0..{VIPSEG_NUM_CATEGORIES - 1}"
+        )
     cat = np.where(void, 0, cat)
     bad = ~void & ~region & ~_VIPSEG_CAT_IS_THING[cat]
     if bad.any():
-        raise PanopticFormatError(f"VIPSeg values {np.unique(v[bad])[:10].tolist()} encode instances of stuff "
-                                  "categories")
+        raise PanopticFormatError(
+            f"VIPSeg values {np.unique(v[bad])[:10].tolist()} encode instances of stuff "
+            "categories"
+        )
     if label_divisor <= 100:
-        raise ValueError(f"VIPSeg instances go up to 100, label_divisor must be > 100, got {label_divisor}")
+        raise ValueError(
+            f"VIPSeg instances go up to 100, label_divisor must be > 100, got {label_divisor}"
+        )
     ids = _VIPSEG_CAT_TO_TRAIN[cat] * label_divisor + inst
     return np.where(void, ignore_label * label_divisor, ids)
 
 
-def encode_vipseg(panoptic: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255) -> np.ndarray:
+def encode_vipseg(
+    panoptic: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255
+) -> np.ndarray:
     """int [H, W] panoptic ids (``vipseg_r50`` train ids) -> uint16 [H, W] panomask values.
 
     Thing instance i >= 1 is stored as file instance i - 1 (at most 100 per class); thing
@@ -172,32 +255,45 @@ def encode_vipseg(panoptic: np.ndarray, label_divisor: int = 1000, ignore_label:
     sem, inst = _split(panoptic, label_divisor)
     void = sem == ignore_label
     if (~void & (sem >= VIPSEG_NUM_CATEGORIES)).any():
-        raise ValueError(f"VIPSeg train ids are 0..{VIPSEG_NUM_CATEGORIES - 1}, got {np.unique(sem[~void]).tolist()[:10]}")
+        raise ValueError(
+            f"VIPSeg train ids are 0..{VIPSEG_NUM_CATEGORIES - 1}, "
+            f"got {np.unique(sem[~void]).tolist()[:10]}"
+        )
     cat = np.asarray(VIPSEG_TRAIN_TO_CATEGORY)[np.where(void, 0, sem)]
     thing = _VIPSEG_CAT_IS_THING[cat] & ~void
     if (~thing & ~void & (inst != 0)).any():
-        raise ValueError("VIPSeg stores stuff without instances, but some stuff pixels have instance != 0")
+        raise ValueError(
+            "VIPSeg stores stuff without instances, but some stuff pixels have instance != 0"
+        )
     if (thing & (inst > 100)).any():
-        raise ValueError(f"VIPSeg stores at most 100 instances per class, got instance {int(inst[thing].max())}")
+        raise ValueError(
+            f"VIPSeg stores at most 100 instances per class, got instance {int(inst[thing].max())}"
+        )
     out = np.where(thing & (inst > 0), (cat + 1) * 100 + inst - 1, cat + 1)
     return np.where(void, 0, out).astype(np.uint16)
 
 
-def read_vipseg(path: str | Path, label_divisor: int = 1000, ignore_label: int = 255) -> np.ndarray:
+def read_vipseg(
+    path: str | Path, label_divisor: int = 1000, ignore_label: int = 255
+) -> np.ndarray:
     mask = read_png(path)
     if mask.ndim != 2:
-        raise PanopticFormatError(f"{path}: VIPSeg panomasks are single-channel PNGs, got shape {mask.shape}")
+        raise PanopticFormatError(
+            f"{path}: VIPSeg panomasks are single-channel PNGs, got shape {mask.shape}"
+        )
     try:
         return decode_vipseg(mask, label_divisor, ignore_label)
     except PanopticFormatError as e:
         raise PanopticFormatError(f"{path}: {e}") from None
 
 
-def write_vipseg(path: str | Path, panoptic: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255) -> Path:
+def write_vipseg(
+    path: str | Path, panoptic: np.ndarray, label_divisor: int = 1000, ignore_label: int = 255
+) -> Path:
     return write_png(path, encode_vipseg(panoptic, label_divisor, ignore_label))
 
 
-# ----------------------------------------------------------------------------- COCO panoptic (Cityscapes-VPS)
+# ----------------------------------------------------------------- COCO panoptic (Cityscapes-VPS)
 
 
 def rgb_to_segment_id(rgb: np.ndarray) -> np.ndarray:
@@ -210,13 +306,16 @@ def segment_id_to_rgb(ids: np.ndarray) -> np.ndarray:
     """int [H, W] segment ids (< 2^24) -> uint8 [H, W, 3] COCO-panoptic colour."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
-        raise ValueError(f"COCO-panoptic segment ids must be in 0..2^24-1, got {ids.min()}..{ids.max()}")
+        raise ValueError(
+            f"COCO-panoptic segment ids must be in 0..2^24-1, got {ids.min()}..{ids.max()}"
+        )
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
 
 
 @dataclass
 class TrackNumbering:
-    """Per-video numbering of COCO thing segments: segment id -> instance 1, 2, ... (first seen first)."""
+    """Per-video numbering of COCO thing segments: segment id -> instance 1, 2, ... in order of
+    first appearance."""
 
     label_divisor: int = 1000
     _ids: dict[int, int] = field(default_factory=dict)
@@ -226,16 +325,23 @@ class TrackNumbering:
         if segment_id not in self._ids:
             n = self._next.get(category, 1)
             if n >= self.label_divisor:
-                raise PanopticFormatError(f"more than {self.label_divisor - 1} instances of class {category} "
-                                          "in one video; use a larger label_divisor")
+                raise PanopticFormatError(
+                    f"more than {self.label_divisor - 1} instances of class {category} "
+                    "in one video; use a larger label_divisor"
+                )
             self._ids[segment_id] = n
             self._next[category] = n + 1
         return self._ids[segment_id]
 
 
-def decode_coco_panoptic(rgb: np.ndarray, segments_info: list[dict], things: set[int] | tuple[int, ...],
-                         numbering: TrackNumbering, label_divisor: int = 1000,
-                         ignore_label: int = 255) -> np.ndarray:
+def decode_coco_panoptic(
+    rgb: np.ndarray,
+    segments_info: list[dict],
+    things: set[int] | tuple[int, ...],
+    numbering: TrackNumbering,
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+) -> np.ndarray:
     """COCO-panoptic colour PNG + ``segments_info`` -> int64 [H, W] panoptic ids.
 
     Pixels with id 0 or an id missing from ``segments_info`` are void; crowd (``iscrowd``) and
@@ -261,8 +367,12 @@ def decode_coco_panoptic(rgb: np.ndarray, segments_info: list[dict], things: set
     return values[inv.reshape(seg.shape)]
 
 
-def encode_coco_panoptic(panoptic: np.ndarray, things: set[int] | tuple[int, ...], label_divisor: int = 1000,
-                         ignore_label: int = 255) -> tuple[np.ndarray, list[dict]]:
+def encode_coco_panoptic(
+    panoptic: np.ndarray,
+    things: set[int] | tuple[int, ...],
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+) -> tuple[np.ndarray, list[dict]]:
     """int [H, W] panoptic ids -> (uint8 [H, W, 3] colour PNG, ``segments_info``).
 
     Segment id = panoptic id + 1 (0 = void), so ids stay consistent across a video. Thing pixels
@@ -277,8 +387,14 @@ def encode_coco_panoptic(panoptic: np.ndarray, things: set[int] | tuple[int, ...
         if u == 0:
             continue
         cat, i = (u - 1) // label_divisor, (u - 1) % label_divisor
-        info.append({"id": int(u), "category_id": int(cat), "iscrowd": int(cat in things and i == 0),
-                     "area": int(c)})
+        info.append(
+            {
+                "id": int(u),
+                "category_id": int(cat),
+                "iscrowd": int(cat in things and i == 0),
+                "area": int(c),
+            }
+        )
     return segment_id_to_rgb(ids), info
 
 
@@ -304,19 +420,27 @@ class PanopticFolder:
 
     ``sequences()`` lists sequence keys, ``frames(seq)`` the sorted frame keys and ``read(seq)``
     yields int64 [H, W] panoptic ids in frame order. Keys are normalised strings so a GT folder and
-    a prediction folder in different layouts still match (KITTI-STEP: ``{seq:06d}``/``{frame:06d}``).
+    a prediction folder in different layouts still match (KITTI-STEP: ``{seq:06d}`` and
+    ``{frame:06d}``).
 
     Args:
         root: the folder (KITTI-STEP: any folder holding the PNGs at any depth; VIPSeg: the
-            ``panomasks`` folder or its parent; Cityscapes-VPS: a folder with one COCO-panoptic json
-            and its PNGs beside it, in ``panoptic_video/`` or ``pan_pred/``).
+            ``panomasks`` folder or its parent; Cityscapes-VPS: a folder with one COCO-panoptic
+            json and its PNGs beside it, in ``panoptic_video/`` or ``pan_pred/``).
         fmt: one of ``FORMATS``.
         things: thing classes (Cityscapes-VPS decoding needs them).
         json_file: Cityscapes-VPS json (default: the only ``*.json`` in ``root``).
     """
 
-    def __init__(self, root: str | Path, fmt: str, label_divisor: int = 1000, ignore_label: int = 255,
-                 things: tuple[int, ...] = (), json_file: str | Path | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        fmt: str,
+        label_divisor: int = 1000,
+        ignore_label: int = 255,
+        things: tuple[int, ...] = (),
+        json_file: str | Path | None = None,
+    ):
         if fmt not in FORMATS:
             raise ValueError(f"unknown panoptic format {fmt!r}; expected one of {FORMATS}")
         self.root = Path(root)
@@ -326,17 +450,24 @@ class PanopticFolder:
         self.label_divisor = label_divisor
         self.ignore_label = ignore_label
         self.things = tuple(things)
-        refs = {"kitti_step": self._scan_kitti_step, "vipseg": self._scan_vipseg,
-                "cityscapes_vps": lambda: self._scan_coco(json_file)}[fmt]()
+        refs = {
+            "kitti_step": self._scan_kitti_step,
+            "vipseg": self._scan_vipseg,
+            "cityscapes_vps": lambda: self._scan_coco(json_file),
+        }[fmt]()
         self._frames: dict[str, dict[str, FrameRef]] = {}
         for r in refs:
             seq = self._frames.setdefault(r.sequence, {})
             if r.frame in seq:
-                raise PanopticFormatError(f"two files for sequence {r.sequence} frame {r.frame} in {self.root}: "
-                                          f"{seq[r.frame].path} and {r.path}")
+                raise PanopticFormatError(
+                    f"two files for sequence {r.sequence} frame {r.frame} in {self.root}: "
+                    f"{seq[r.frame].path} and {r.path}"
+                )
             seq[r.frame] = r
         if not self._frames:
-            raise PanopticFormatError(f"no {fmt} panoptic label files found in {self.root} ({_LAYOUT_HELP[fmt]})")
+            raise PanopticFormatError(
+                f"no {fmt} panoptic label files found in {self.root} ({_LAYOUT_HELP[fmt]})"
+            )
         self._frames = {s: dict(sorted(f.items())) for s, f in sorted(self._frames.items())}
 
     def sequences(self) -> list[str]:
@@ -365,9 +496,12 @@ class PanopticFolder:
             return read_vipseg(ref.path, D, ign)
         rgb = read_png(ref.path)
         if rgb.ndim != 3:
-            raise PanopticFormatError(f"{ref.path}: COCO-panoptic PNGs are RGB, got shape {rgb.shape}")
-        return decode_coco_panoptic(rgb, list(ref.segments_info), set(self.things),
-                                    numbering or TrackNumbering(D), D, ign)
+            raise PanopticFormatError(
+                f"{ref.path}: COCO-panoptic PNGs are RGB, got shape {rgb.shape}"
+            )
+        return decode_coco_panoptic(
+            rgb, list(ref.segments_info), set(self.things), numbering or TrackNumbering(D), D, ign
+        )
 
     # -- layouts
 
@@ -383,22 +517,29 @@ class PanopticFolder:
 
     def _scan_vipseg(self) -> list[FrameRef]:
         base = self.root / "panomasks" if (self.root / "panomasks").is_dir() else self.root
-        return [FrameRef(p.parent.relative_to(base).as_posix(), p.stem, p) for p in sorted(base.rglob("*.png"))]
+        return [
+            FrameRef(p.parent.relative_to(base).as_posix(), p.stem, p)
+            for p in sorted(base.rglob("*.png"))
+        ]
 
     def _scan_coco(self, json_file: str | Path | None) -> list[FrameRef]:
         if json_file is None:
             cands = sorted(self.root.glob("*.json"))
             if len(cands) != 1:
                 raise PanopticFormatError(
-                    f"expected exactly one COCO-panoptic json in {self.root}, found {[c.name for c in cands]} "
-                    "(pass json_file)")
+                    f"expected exactly one COCO-panoptic json in {self.root}, "
+                    f"found {[c.name for c in cands]} "
+                    "(pass json_file)"
+                )
             json_file = cands[0]
         json_file = Path(json_file)
         try:
             annotations = json.loads(json_file.read_text())["annotations"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise PanopticFormatError(f"{json_file}: not a COCO-panoptic json with 'annotations' "
-                                      f"({type(e).__name__}: {e})") from None
+            raise PanopticFormatError(
+                f"{json_file}: not a COCO-panoptic json with 'annotations' "
+                f"({type(e).__name__}: {e})"
+            ) from None
         refs = []
         for a in annotations:
             name = a["file_name"]
@@ -408,8 +549,10 @@ class PanopticFolder:
                 if p.is_file():
                     break
             else:
-                raise PanopticFormatError(f"{json_file} lists {name} but it is not in {self.root} "
-                                          "(nor in panoptic_video/, pan_pred/ or pan_gt/)")
+                raise PanopticFormatError(
+                    f"{json_file} lists {name} but it is not in {self.root} "
+                    "(nor in panoptic_video/, pan_pred/ or pan_gt/)"
+                )
             parts = Path(name).stem.split("_")
             frame = parts[1] if len(parts) > 1 else Path(name).stem
             refs.append(FrameRef(parts[0], frame, p, tuple(a.get("segments_info", ()))))
@@ -417,27 +560,53 @@ class PanopticFolder:
 
 
 _LAYOUT_HELP = {
-    "kitti_step": "expected SEQ/FRAME.png or SEQ_FRAME[_panoptic].png with R = semantic, G*256+B = instance",
+    "kitti_step": "expected SEQ/FRAME.png or SEQ_FRAME[_panoptic].png with R = semantic, "
+    "G*256+B = instance",
     "vipseg": "expected [panomasks/]VIDEO/FRAME.png single-channel masks",
     "cityscapes_vps": "expected a COCO-panoptic json and its PNGs",
 }
 
 
-def write_panoptic(path: str | Path, panoptic: np.ndarray, fmt: str, label_divisor: int = 1000,
-                   ignore_label: int = 255) -> Path:
-    """Write one frame as a ``kitti_step`` or ``vipseg`` PNG (Cityscapes-VPS: ``encode_coco_panoptic``)."""
+def write_panoptic(
+    path: str | Path,
+    panoptic: np.ndarray,
+    fmt: str,
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+) -> Path:
+    """Write one frame as a ``kitti_step`` or ``vipseg`` PNG.
+
+    Cityscapes-VPS needs a json too: use ``encode_coco_panoptic``.
+    """
     if fmt == "kitti_step":
         return write_kitti_step(path, panoptic, label_divisor)
     if fmt == "vipseg":
         return write_vipseg(path, panoptic, label_divisor, ignore_label)
-    raise ValueError(f"write_panoptic writes 'kitti_step' or 'vipseg'; for {fmt!r} use encode_coco_panoptic "
-                     "and write the json too")
+    raise ValueError(
+        f"write_panoptic writes 'kitti_step' or 'vipseg'; for {fmt!r} use encode_coco_panoptic "
+        "and write the json too"
+    )
 
 
 __all__ = [
-    "FORMATS", "FrameRef", "PanopticFolder", "PanopticFormatError", "TrackNumbering",
-    "decode_coco_panoptic", "decode_kitti_step", "decode_vipseg", "encode_coco_panoptic",
-    "encode_kitti_step", "encode_vipseg", "read_kitti_step", "read_png", "read_vipseg",
-    "rgb_to_segment_id", "segment_id_to_rgb", "write_kitti_step", "write_panoptic", "write_png",
+    "FORMATS",
+    "FrameRef",
+    "PanopticFolder",
+    "PanopticFormatError",
+    "TrackNumbering",
+    "decode_coco_panoptic",
+    "decode_kitti_step",
+    "decode_vipseg",
+    "encode_coco_panoptic",
+    "encode_kitti_step",
+    "encode_vipseg",
+    "read_kitti_step",
+    "read_png",
+    "read_vipseg",
+    "rgb_to_segment_id",
+    "segment_id_to_rgb",
+    "write_kitti_step",
+    "write_panoptic",
+    "write_png",
     "write_vipseg",
 ]

@@ -1,4 +1,5 @@
-"""STQ / VPQ: the shared reference vectors, slow per-pixel loop references and streaming invariants."""
+"""STQ / VPQ: shared reference vectors, slow per-pixel loop references, streaming invariants."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,10 @@ import pytest
 
 from vknet_core.metrics import STQAccumulator, VPQAccumulator, stq, vpq, vpq_windows
 
-VECTORS = Path(os.environ.get("VKNET_SHARED", Path(__file__).parents[2] / ".." / "shared")) / "metric_vectors"
+VECTORS = (
+    Path(os.environ.get("VKNET_SHARED", Path(__file__).parents[2] / ".." / "shared"))
+    / "metric_vectors"
+)
 
 
 def _expected() -> dict:
@@ -26,12 +30,20 @@ CASES = sorted(EXPECTED["cases"]) or ["<missing>"]
 
 def _load_case(name: str):
     if not (VECTORS / "expected.json").exists():
-        pytest.skip(f"metric vectors not found at {VECTORS.resolve()} (clone shared/ beside the repo "
-                    "or set VKNET_SHARED)")
+        pytest.skip(
+            f"metric vectors not found at {VECTORS.resolve()} (clone shared/ beside the repo "
+            "or set VKNET_SHARED)"
+        )
     case = EXPECTED["cases"][name]
     z = np.load(VECTORS / case["file"])
-    args = (list(z["gt"]), list(z["pred"]), int(z["num_classes"]), z["things"].tolist(),
-            int(z["label_divisor"]), int(z["ignore_label"]))
+    args = (
+        list(z["gt"]),
+        list(z["pred"]),
+        int(z["num_classes"]),
+        z["things"].tolist(),
+        int(z["label_divisor"]),
+        int(z["ignore_label"]),
+    )
     return case, args
 
 
@@ -85,7 +97,7 @@ def test_vpq_matches_reference_vectors(name):
     assert _close(single["VPQ"], got[f"k{ks[-1]}"]["VPQ"])
 
 
-# ----------------------------------------------------------------------------- slow loop references
+# ------------------------------------------------------------------------- slow loop references
 
 
 def stq_loop(gts, preds, C, things, D, ign):
@@ -129,8 +141,12 @@ def stq_loop(gts, preds, C, things, D, ign):
         iou_seq.append(_miou_loop(conf))
     aq = aq_num / max(tubes, 1e-15)
     iou = _miou_loop(total)
-    return {"STQ": math.sqrt(aq * iou), "AQ": aq, "SQ": iou,
-            "STQ_per_seq": [math.sqrt(a * i) for a, i in zip(aq_seq, iou_seq)]}
+    return {
+        "STQ": math.sqrt(aq * iou),
+        "AQ": aq,
+        "SQ": iou,
+        "STQ_per_seq": [math.sqrt(a * i) for a, i in zip(aq_seq, iou_seq)],
+    }
 
 
 def _miou_loop(conf):
@@ -149,13 +165,16 @@ def vpq_loop(gts, preds, C, things, D, ign, n):
     for gv, pv in zip(gts, preds):
         for start in range(0, len(gv) - n + 1):
             gseg, pseg, pairs = {}, {}, defaultdict(int)
-            for g, p in zip(gv[start:start + n].ravel().tolist(), pv[start:start + n].ravel().tolist()):
+            for g, p in zip(
+                gv[start : start + n].ravel().tolist(), pv[start : start + n].ravel().tolist()
+            ):
                 gl = 0 if g // D == ign else g + 1
                 pl = 0 if p // D == ign else p + 1
                 pairs[(gl, pl)] += 1
                 if gl:
-                    info = gseg.setdefault(gl, {"cat": g // D, "crowd": g // D in things and g % D == 0,
-                                                "area": 0})
+                    info = gseg.setdefault(
+                        gl, {"cat": g // D, "crowd": g // D in things and g % D == 0, "area": 0}
+                    )
                     info["area"] += 1
                 if pl:
                     pseg.setdefault(pl, {"cat": p // D, "area": 0})["area"] += 1
@@ -207,14 +226,20 @@ def random_case(rng, D, C=6, things=(1, 3), ign=255, S=2, T=4, H=9, W=11):
     """Blocky random GT with crowd/void and a prediction that mostly follows it."""
     gts, preds = [], []
     for _ in range(S):
-        sem = rng.integers(0, C, size=(T, H // 3 + 1, W // 3 + 1)).repeat(3, 1).repeat(3, 2)[:, :H, :W]
+        sem = (
+            rng.integers(0, C, size=(T, H // 3 + 1, W // 3 + 1))
+            .repeat(3, 1)
+            .repeat(3, 2)[:, :H, :W]
+        )
         inst = rng.integers(0, 3, size=sem.shape)  # 0 -> crowd on thing classes
         is_thing = np.isin(sem, things)
         gt = sem * D + np.where(is_thing, inst, 0)
         gt[rng.random(sem.shape) < 0.08] = ign * D
         pred = gt.copy()
         noise = rng.random(sem.shape)
-        pred[noise < 0.15] = rng.integers(0, C, size=(noise < 0.15).sum()) * D + rng.integers(0, 4, size=(noise < 0.15).sum())
+        pred[noise < 0.15] = rng.integers(0, C, size=(noise < 0.15).sum()) * D + rng.integers(
+            0, 4, size=(noise < 0.15).sum()
+        )
         swap = (noise > 0.9) & np.isin(pred // D, things)
         pred[swap] = (pred[swap] // D) * D + 2
         pred[rng.random(sem.shape) < 0.03] = ign * D
@@ -245,11 +270,13 @@ def test_vpq_equals_loop_reference(D, n, seed):
     ref = vpq_loop(gts, preds, 6, {1, 3}, D, 255, n)
     for k in ("VPQ", "VPQ_thing", "VPQ_stuff"):
         assert _close(got[k], ref[k], 1e-12), (k, got[k], ref[k])
-    assert {int(c): (r["tp"], r["fp"], r["fn"]) for c, r in got["per_class"].items()} == ref["per_class"]
+    assert {int(c): (r["tp"], r["fp"], r["fn"]) for c, r in got["per_class"].items()} == ref[
+        "per_class"
+    ]
 
 
 def test_ignore_label_inside_class_range_matches_loop():
-    """deeplab2 semantics when the ignore label is one of 0..C-1 (e.g. Cityscapes-DVPS 32 of 33)."""
+    """deeplab2 semantics when the ignore label is one of 0..C-1 (Cityscapes-DVPS: 32 of 33)."""
     rng = np.random.default_rng(5)
     gts, preds = random_case(rng, 1000, C=6, ign=5)
     got = stq(gts, preds, 6, (1, 3), 1000, 5)
@@ -261,7 +288,7 @@ def test_ignore_label_inside_class_range_matches_loop():
     assert "5" not in gv["per_class"]
 
 
-# ----------------------------------------------------------------------------- behaviour and invariants
+# --------------------------------------------------------------------- behaviour and invariants
 
 
 def test_streaming_frame_by_frame_equals_whole_videos():
@@ -307,7 +334,9 @@ def test_split_track_scores_half_and_perfect_scores_one():
     pred[2:, 1:4, 1:4] = 13 * 1000 + 9  # id switch halfway: the tube is split 50/50
     r = stq([gt], [pred], 19, (11, 13))
     assert r["AQ"] == pytest.approx(0.5) and r["STQ"] == pytest.approx(math.sqrt(0.5))
-    assert vpq([gt], [pred], 19, (11, 13), k=0)["VPQ"] == 1.0  # single frames do not see the switch
+    assert (
+        vpq([gt], [pred], 19, (11, 13), k=0)["VPQ"] == 1.0
+    )  # single frames do not see the switch
     assert vpq([gt], [pred], 19, (11, 13), k=3)["VPQ_thing"] == 0.0  # the 4-frame tube does
 
 

@@ -1,4 +1,5 @@
 """Panoptic PNG formats: round trips through real files, folder layouts, VIPSeg codes, errors."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,19 @@ import numpy as np
 import pytest
 
 from vknet_core.panoptic_io import (
-    PanopticFolder, PanopticFormatError, decode_kitti_step, decode_vipseg, encode_coco_panoptic,
-    encode_kitti_step, encode_vipseg, read_kitti_step, read_png, read_vipseg, write_kitti_step,
-    write_png, write_vipseg,
+    PanopticFolder,
+    PanopticFormatError,
+    decode_kitti_step,
+    decode_vipseg,
+    encode_coco_panoptic,
+    encode_kitti_step,
+    encode_vipseg,
+    read_kitti_step,
+    read_png,
+    read_vipseg,
+    write_kitti_step,
+    write_png,
+    write_vipseg,
 )
 
 
@@ -80,10 +91,13 @@ def test_kitti_step_folder_errors(tmp_path):
 
 
 def test_vipseg_codes():
-    # category 2 is a thing (train id 0), category 0 is stuff (train id 58), 200 is a known bad value
+    # category 2 is a thing (train id 0), category 0 stuff (train id 58), 200 a known bad value
     mask = np.array([[0, 1, 3, 301], [302, 200, 124, 3]], np.uint16)
     out = decode_vipseg(mask)
-    assert out.tolist() == [[255000, 58000, 0, 2], [3, 255000, 57000, 0]]  # 124: thing 123, no instance
+    assert out.tolist() == [
+        [255000, 58000, 0, 2],
+        [3, 255000, 57000, 0],
+    ]  # 124: thing 123, no instance
     with pytest.raises(PanopticFormatError, match="stuff categories"):
         decode_vipseg(np.array([[150]], np.uint16))  # (0 + 1) * 100 + 50: category 0 is stuff
     with pytest.raises(PanopticFormatError, match="outside"):
@@ -108,7 +122,7 @@ def test_vipseg_round_trip_through_a_16_bit_png(tmp_path):
 
 
 def test_cityscapes_vps_coco_video_round_trip(tmp_path):
-    """Encode two frames as COCO panoptic (PNG + json), read back: tracks consistent, crowd kept."""
+    """Two frames as COCO panoptic (PNG + json), read back: tracks consistent, crowd kept."""
     things = tuple(range(11, 19))
     f0 = np.array([[0, 0, 13005, 13005], [11000, 11000, 13007, 255000]])  # 11000: person crowd
     f1 = np.array([[0, 13007, 13005, 13005], [11000, 8000, 8000, 255000]])
@@ -120,7 +134,9 @@ def test_cityscapes_vps_coco_video_round_trip(tmp_path):
         annotations.append({"file_name": name, "image_id": name[:-15], "segments_info": info})
     crowd = [s for s in annotations[0]["segments_info"] if s["iscrowd"]]
     assert [s["category_id"] for s in crowd] == [11]
-    (tmp_path / "panoptic_gt_val_city_vps.json").write_text(json.dumps({"annotations": annotations}))
+    (tmp_path / "panoptic_gt_val_city_vps.json").write_text(
+        json.dumps({"annotations": annotations})
+    )
     folder = PanopticFolder(tmp_path, "cityscapes_vps", things=things)
     assert folder.sequences() == ["0005"] and folder.frames("0005") == ["0000", "0001"]
     g0, g1 = folder.read("0005")

@@ -1,5 +1,6 @@
 """training/evaluate.py: scoring folders of label PNGs (all three formats), the CLI, and the
 online model mode (a fake pipeline, and a real tiny checkpoint on synthetic KITTI-STEP data)."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,15 @@ def make_videos(seed=0, S=2, T=4, H=12, W=16):
     for s in range(S):
         gt = np.zeros((T, H, W), np.int64)
         gt[:, : H // 3] = 10 * 1000  # sky
-        gt[:, H - 3:] = 1 * 1000  # sidewalk
+        gt[:, H - 3 :] = 1 * 1000  # sidewalk
         gt[:, 0, :3] = 255 * 1000  # void
         for t in range(T):
             x = 2 + t + s
-            gt[t, 5:9, x:x + 4] = 13 * 1000 + 1 + s  # car track
+            gt[t, 5:9, x : x + 4] = 13 * 1000 + 1 + s  # car track
             gt[t, 4:9, 11:13] = 11 * 1000 + 4  # person track
             gt[t, 9, 0:2] = 11 * 1000  # person crowd
         pred = gt.copy()
-        pred[T // 2:][pred[T // 2:] == 13 * 1000 + 1 + s] = 13 * 1000 + 9  # id switch
+        pred[T // 2 :][pred[T // 2 :] == 13 * 1000 + 1 + s] = 13 * 1000 + 9  # id switch
         pred[:, 10:12, 14:16] = 13 * 1000 + 7  # false positive car
         pred[0, 4:6, 11:13] = 12 * 1000  # class flip on part of the person
         noise = rng.random(gt.shape) < 0.05
@@ -44,14 +45,25 @@ def make_videos(seed=0, S=2, T=4, H=12, W=16):
 
 def direct(gts, preds, settings):
     s = stq(gts, preds, 19, settings.things, 1000, 255)
-    v = vpq_windows(gts, preds, 19, settings.things, 1000, 255, ks=settings.ks, frame_stride=settings.frame_stride)
+    v = vpq_windows(
+        gts,
+        preds,
+        19,
+        settings.things,
+        1000,
+        255,
+        ks=settings.ks,
+        frame_stride=settings.frame_stride,
+    )
     return s, v
 
 
 def write_kitti(gts, preds, tmp_path):
     for s, (g, p) in enumerate(zip(gts, preds)):
         for t in range(len(g)):
-            write_kitti_step(tmp_path / "gt" / "panoptic_maps" / "val" / f"{s + 2:04d}" / f"{t:06d}.png", g[t])
+            write_kitti_step(
+                tmp_path / "gt" / "panoptic_maps" / "val" / f"{s + 2:04d}" / f"{t:06d}.png", g[t]
+            )
             write_kitti_step(tmp_path / "pred" / f"{s + 2:06d}_{t:06d}_panoptic.png", p[t])
     return tmp_path / "gt", tmp_path / "pred"
 
@@ -71,7 +83,11 @@ def test_kitti_step_folders_score_like_the_metric_functions(tmp_path):
         assert res["vpq"][k]["VPQ"] == pytest.approx(v[k]["VPQ"], abs=1e-12)
     assert res["VPQ"] == pytest.approx(v["mean"]["VPQ"], abs=1e-12)
     car = res["per_class"]["13"]
-    assert car["name"] == "car" and car["thing"] and car["PQ"]["k0"] == pytest.approx(v["k0"]["per_class"]["13"]["pq"])
+    assert (
+        car["name"] == "car"
+        and car["thing"]
+        and car["PQ"]["k0"] == pytest.approx(v["k0"]["per_class"]["13"]["pq"])
+    )
     assert res["per_class"]["2"]["IoU"] is None  # building: absent from GT and prediction
     json.dumps(res, allow_nan=False)  # strict JSON
 
@@ -80,8 +96,21 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     gts, preds = make_videos(seed=1)
     gt_dir, pred_dir = write_kitti(gts, preds, tmp_path)
     out = tmp_path / "m" / "metrics.json"
-    rc = main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--format", "kitti_step", "--out", str(out),
-               "--vpq-k", "0,1", "--no-progress"])
+    rc = main(
+        [
+            "--gt",
+            str(gt_dir),
+            "--pred",
+            str(pred_dir),
+            "--format",
+            "kitti_step",
+            "--out",
+            str(out),
+            "--vpq-k",
+            "0,1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "STQ" in text and "VPQ" in text and "car" in text and "PQ k1" in text
@@ -90,23 +119,52 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     assert data["STQ"] == pytest.approx(s["STQ"], abs=1e-12)
     assert set(data["vpq"]) == {"k0", "k1", "mean"}
     # the Video K-Net void-masking convention is a flag
-    rc = main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--format", "kitti_step", "--out", str(out),
-               "--mask-void", "--no-progress"])
+    rc = main(
+        [
+            "--gt",
+            str(gt_dir),
+            "--pred",
+            str(pred_dir),
+            "--format",
+            "kitti_step",
+            "--out",
+            str(out),
+            "--mask-void",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    assert json.loads(out.read_text())["STQ"] == pytest.approx(stq(gts, preds, 19, THINGS, mask_void=True)["STQ"])
+    assert json.loads(out.read_text())["STQ"] == pytest.approx(
+        stq(gts, preds, 19, THINGS, mask_void=True)["STQ"]
+    )
 
 
 def test_missing_and_mismatched_prediction_files_are_clear_errors(tmp_path, caplog):
     gts, preds = make_videos(seed=2)
     gt_dir, pred_dir = write_kitti(gts, preds, tmp_path)
     (pred_dir / "000003_000002_panoptic.png").unlink()
-    with pytest.raises(FileNotFoundError, match="1 of 8 GT frames have no prediction.*sequence 000003 frame 000002"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="1 of 8 GT frames have no prediction.*sequence 000003 frame 000002",
+    ):
         evaluate_folders(gt_dir, pred_dir, "kitti_step", progress=False)
     with caplog.at_level(logging.ERROR):
-        rc = main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--format", "kitti_step", "--no-progress"])
+        rc = main(
+            [
+                "--gt",
+                str(gt_dir),
+                "--pred",
+                str(pred_dir),
+                "--format",
+                "kitti_step",
+                "--no-progress",
+            ]
+        )
     assert rc == 2 and "no prediction" in caplog.text
     write_kitti_step(pred_dir / "000003_000002_panoptic.png", preds[1][2][:, :10])
-    with pytest.raises(ValueError, match="size mismatch: GT .*000002.png is 12x16 but prediction .* is 12x10"):
+    with pytest.raises(
+        ValueError, match="size mismatch: GT .*000002.png is 12x16 but prediction .* is 12x10"
+    ):
         evaluate_folders(gt_dir, pred_dir, "kitti_step", progress=False)
     with pytest.raises(SystemExit):
         main(["--gt", str(gt_dir), "--format", "kitti_step"])  # --pred missing
@@ -120,7 +178,9 @@ def test_cityscapes_vps_coco_folders(tmp_path):
         for t, frame in enumerate(vids[0]):
             rgb, info = encode_coco_panoptic(frame, things)
             fn = f"0001_{t * 5:04d}_frankfurt_000000_{t:06d}_final_mask.png"
-            write_png(tmp_path / name / ("panoptic_video" if name == "gt" else "pan_pred") / fn, rgb)
+            write_png(
+                tmp_path / name / ("panoptic_video" if name == "gt" else "pan_pred") / fn, rgb
+            )
             anns.append({"file_name": fn, "segments_info": info})
         (tmp_path / name / f"{name}.json").write_text(json.dumps({"annotations": anns}))
     res = evaluate_folders(tmp_path / "gt", tmp_path / "pred", "cityscapes_vps", progress=False)
@@ -168,15 +228,21 @@ class ReplayPipeline:
         if self.divisor != 1000:
             p = p // 1000 * self.divisor + p % 1000
         sem = (p // self.divisor).astype(np.uint8)
-        return PanopticFrame(segment_map=np.zeros(p.shape, np.int32), semantic=sem,
-                             instance_ids=(p % self.divisor).astype(np.uint16), panoptic=p.astype(np.int32),
-                             label_divisor=self.divisor)
+        return PanopticFrame(
+            segment_map=np.zeros(p.shape, np.int32),
+            semantic=sem,
+            instance_ids=(p % self.divisor).astype(np.uint16),
+            panoptic=p.astype(np.int32),
+            label_divisor=self.divisor,
+        )
 
 
 @pytest.mark.parametrize("divisor", [1000, 65536])
 def test_evaluate_model_with_a_pipeline(divisor):
     gts, preds = make_videos(seed=5)
-    sequences = [[(np.zeros(g.shape[1:] + (3,), np.uint8), g[t]) for t in range(len(g))] for g in gts]
+    sequences = [
+        [(np.zeros(g.shape[1:] + (3,), np.uint8), g[t]) for t in range(len(g))] for g in gts
+    ]
     pipe = ReplayPipeline(preds, divisor)
     settings = EvalSettings.for_dataset("kitti_step")
     res = evaluate_model(sequences, pipe, settings, progress=False)
@@ -193,15 +259,32 @@ def test_model_mode_runs_a_tiny_checkpoint_on_synthetic_kitti_step(tmp_path, cap
 
     import vknet_core
 
-    synth.make_synthetic(tmp_path / "data", sequences=2, frames=2, height=64, width=96, seed=0, split="val")
+    synth.make_synthetic(
+        tmp_path / "data", sequences=2, frames=2, height=64, width=96, seed=0, split="val"
+    )
     torch.manual_seed(0)
     model = vknet_core.build_model("tiny")
     vknet_core.save_checkpoint(model, tmp_path / "tiny.pt")
     out = tmp_path / "metrics.json"
-    rc = main(["--checkpoint", str(tmp_path / "tiny.pt"), "--data", str(tmp_path / "data"), "--split", "val",
-               "--out", str(out), "--no-progress", "--vpq-k", "0,1"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(tmp_path / "tiny.pt"),
+            "--data",
+            str(tmp_path / "data"),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--vpq-k",
+            "0,1",
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
-    assert data["num_sequences"] == 2 and data["num_frames"] == 4 and data["format"] == "kitti_step"
+    assert (
+        data["num_sequences"] == 2 and data["num_frames"] == 4 and data["format"] == "kitti_step"
+    )
     assert 0.0 <= data["SQ"] <= 1.0 and set(data["vpq"]) == {"k0", "k1", "mean"}
     assert "STQ" in capsys.readouterr().out

@@ -1,9 +1,10 @@
 """Exact integer counting helpers shared by STQ and VPQ.
 
-Panoptic ids are ``semantic * label_divisor + instance`` (DESIGN.md §3.3). Everything here works on
-int64 so that combined keys (``a * offset + b``) never overflow; inputs of any integer dtype are
+Panoptic ids are ``semantic * label_divisor + instance`` (DESIGN.md §3.3). Everything here works
+on int64 so that combined keys (``a * offset + b``) never overflow; inputs of any integer dtype are
 promoted first (metrics.md pitfall P9).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -31,21 +32,29 @@ def check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if gt.shape != pred.shape:
         raise ValueError(f"gt and pred shapes differ: gt {gt.shape} vs pred {pred.shape}")
     if gt.ndim not in (2, 3):
-        raise ValueError(f"expected a frame [H,W] or a clip [T,H,W] of panoptic ids, got shape {gt.shape}")
+        raise ValueError(
+            f"expected a frame [H,W] or a clip [T,H,W] of panoptic ids, got shape {gt.shape}"
+        )
     return gt, pred
 
 
 class LabelSpace:
     """Class bookkeeping shared by the metrics.
 
-    ``num_classes`` valid semantic ids are ``0..num_classes-1``; ``ignore_label`` marks void and may be
-    inside or outside that range (deeplab2 semantics). ``things`` lists the classes that carry
-    instances. ``offset`` is one more than the largest valid panoptic id, so pair keys
+    ``num_classes`` valid semantic ids are ``0..num_classes-1``; ``ignore_label`` marks void and
+    may be inside or outside that range (deeplab2 semantics). ``things`` lists the classes that
+    carry instances. ``offset`` exceeds every valid panoptic id + 1, so pair keys
     ``a * offset + b`` are unique.
     """
 
-    def __init__(self, num_classes: int, things: Iterable[int], label_divisor: int, ignore_label: int):
-        num_classes, label_divisor, ignore_label = int(num_classes), int(label_divisor), int(ignore_label)
+    def __init__(
+        self, num_classes: int, things: Iterable[int], label_divisor: int, ignore_label: int
+    ):
+        num_classes, label_divisor, ignore_label = (
+            int(num_classes),
+            int(label_divisor),
+            int(ignore_label),
+        )
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if label_divisor <= 0:
@@ -55,7 +64,9 @@ class LabelSpace:
         things_t = tuple(sorted({int(t) for t in things}))
         bad = [t for t in things_t if not 0 <= t < num_classes or t == ignore_label]
         if bad:
-            raise ValueError(f"thing classes {bad} are outside 0..{num_classes - 1} or equal the ignore label")
+            raise ValueError(
+                f"thing classes {bad} are outside 0..{num_classes - 1} or equal the ignore label"
+            )
         self.num_classes = num_classes
         self.things = things_t
         self.label_divisor = label_divisor
@@ -64,12 +75,16 @@ class LabelSpace:
         self.offset = (self.num_semantic * label_divisor) + 1  # > every id and every id + 1
         if self.offset > 0 and self.offset > int(np.sqrt(_INT64_MAX)) - 1:
             raise OverflowError(
-                f"num_classes={num_classes}, ignore_label={ignore_label}, label_divisor={label_divisor} "
-                "give panoptic ids too large for exact int64 pair keys")
+                f"num_classes={num_classes}, ignore_label={ignore_label}, "
+                f"label_divisor={label_divisor} "
+                "give panoptic ids too large for exact int64 pair keys"
+            )
         self.is_thing = np.zeros(self.num_semantic, dtype=bool)
         self.is_thing[list(things_t)] = True
         # classes that are scored (the ignore label is never a class even when < num_classes)
-        self.categories = np.array([c for c in range(num_classes) if c != ignore_label], dtype=np.int64)
+        self.categories = np.array(
+            [c for c in range(num_classes) if c != ignore_label], dtype=np.int64
+        )
 
     def semantic(self, ids: np.ndarray, name: str) -> np.ndarray:
         """Semantic part of int64 ids, checked to be a class or the ignore label."""
@@ -79,8 +94,10 @@ class LabelSpace:
             if bad.any():
                 vals = np.unique(sem[bad])[:10].tolist()
                 raise ValueError(
-                    f"{name} holds semantic ids {vals} (label_divisor {self.label_divisor}); expected "
-                    f"0..{self.num_classes - 1} or the ignore label {self.ignore_label}")
+                    f"{name} holds semantic ids {vals} (label_divisor {self.label_divisor}); "
+                    "expected "
+                    f"0..{self.num_classes - 1} or the ignore label {self.ignore_label}"
+                )
         return sem
 
 
@@ -92,7 +109,9 @@ def unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k.astype(np.int64, copy=False), c.astype(np.int64, copy=False)
 
 
-def sum_by_key(keys: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def sum_by_key(
+    keys: Sequence[np.ndarray], counts: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge several (keys, counts) tables into one sorted table with summed int64 counts."""
     if not keys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

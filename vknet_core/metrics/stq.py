@@ -12,6 +12,7 @@ exact integer counts, as defined in ``shared/reference/metrics.md`` §2:
 Default: whole frames (deeplab2). ``mask_void=True`` reproduces Video K-Net's
 ``tools/eval_dstq_step.py``, which drops GT-void pixels from both maps first.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,14 @@ class STQAccumulator:
             (deeplab2, whole frames).
     """
 
-    def __init__(self, num_classes: int, things: Iterable[int], label_divisor: int = 1000,
-                 ignore_label: int = 255, mask_void: bool = False):
+    def __init__(
+        self,
+        num_classes: int,
+        things: Iterable[int],
+        label_divisor: int = 1000,
+        ignore_label: int = 255,
+        mask_void: bool = False,
+    ):
         self.labels = LabelSpace(num_classes, things, label_divisor, ignore_label)
         self.mask_void = bool(mask_void)
         C = self.labels.num_classes
@@ -121,7 +128,7 @@ class STQAccumulator:
             g_size = lookup(gk, gc, ik // L.offset).astype(np.float64)
             p_size = lookup(pk, pc, ik % L.offset).astype(np.float64)
             tpa = ic.astype(np.float64)
-            # sum_g 1/|g| sum_p TPA * TPA / (TPA + FPA + FNA), with FPA + FNA + TPA = |p| + |g| - TPA
+            # sum_g 1/|g| sum_p TPA^2 / (TPA + FPA + FNA), where TPA + FPA + FNA = |p| + |g| - TPA
             aq_sum_per_seq.append(float(np.sum(tpa * (tpa / (p_size + g_size - tpa)) / g_size)))
             tubes_per_seq.append(int(gk.size))
             conf = self._valid_rows(seq.confusion)
@@ -162,18 +169,28 @@ class STQAccumulator:
         if not present.any():
             return float("nan"), {}
         ious = inter[present] / unions[present].astype(np.float64)
-        per_class = {int(i): float(v) for i, v in zip(np.flatnonzero(present), ious)
-                     if i < self.labels.num_classes}
+        per_class = {
+            int(i): float(v)
+            for i, v in zip(np.flatnonzero(present), ious)
+            if i < self.labels.num_classes
+        }
         return float(ious.sum() / present.sum()), per_class
 
 
-def stq(gt_videos: Sequence[np.ndarray], pred_videos: Sequence[np.ndarray], num_classes: int,
-        things: Iterable[int], label_divisor: int = 1000, ignore_label: int = 255,
-        mask_void: bool = False) -> dict:
+def stq(
+    gt_videos: Sequence[np.ndarray],
+    pred_videos: Sequence[np.ndarray],
+    num_classes: int,
+    things: Iterable[int],
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+    mask_void: bool = False,
+) -> dict:
     """STQ of whole videos.
 
     Args:
-        gt_videos: per sequence, int array [T, H, W] of GT panoptic ids (semantic*divisor + instance).
+        gt_videos: per sequence, int array [T, H, W] of GT panoptic ids
+            (semantic * divisor + instance).
         pred_videos: per sequence, int array [T, H, W] of predicted panoptic ids, same shapes.
         num_classes, things, label_divisor, ignore_label, mask_void: see ``STQAccumulator``.
 

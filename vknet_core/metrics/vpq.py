@@ -1,20 +1,23 @@
 """Video Panoptic Quality (VPQ; Kim et al., VPSNet, CVPR 2020), the official mcahny/vps algorithm.
 
-Exactly ``tools/eval_vpq.py`` (``vpq_compute_single_core`` + ``PQStat.pq_average``) on our panoptic-id
-arrays, as defined in ``shared/reference/metrics.md`` §3.1:
+Exactly ``tools/eval_vpq.py`` (``vpq_compute_single_core`` + ``PQStat.pq_average``) on our
+panoptic-id arrays, as defined in ``shared/reference/metrics.md`` §3.1:
 
 * segment id = panoptic id + 1; GT and predicted ignore pixels are VOID; GT thing pixels with
   instance 0 form one crowd segment per class;
-* a window is n consecutive (annotated) frames, stride 1; a tube is a segment's pixels over the window;
+* a window is n consecutive (annotated) frames, stride 1; a tube is a segment's pixels over the
+  window;
 * TP: same class, GT not crowd, IoU > 0.5 strictly, with the prediction's overlap with GT VOID
   removed from the union; FN: unmatched non-crowd GT; FP: unmatched predictions except those
   more than half on GT VOID + the same class's GT crowd;
 * TP/FP/FN/IoU sums per class are pooled over all windows of all videos, PQ per class, then the
   mean over classes with TP+FP+FN > 0 (``None`` when a group has no such class).
 
-Window length for ``k``: ``n = k // frame_stride + 1``; ``frame_stride`` is the spacing of annotated
-frames (Cityscapes-VPS: 5, so k in {0, 5, 10, 15} gives n in {1, 2, 3, 4}; KITTI-STEP: 1).
+Window length for ``k``: ``n = k // frame_stride + 1``; ``frame_stride`` is the spacing of
+annotated frames (Cityscapes-VPS: 5, so k in {0, 5, 10, 15} gives n in {1, 2, 3, 4};
+KITTI-STEP: 1).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +26,7 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
-from vknet_core.metrics.counting import LabelSpace, check_pair, lookup, sum_by_key, unique_counts
+from vknet_core.metrics.counting import LabelSpace, check_pair, sum_by_key, unique_counts
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,23 @@ class VPQAccumulator:
         frame_stride: spacing of the frames passed in, in the units of ``ks``.
     """
 
-    def __init__(self, num_classes: int, things: Iterable[int], label_divisor: int = 1000,
-                 ignore_label: int = 255, ks: Sequence[int] = (0,), frame_stride: int = 1):
+    def __init__(
+        self,
+        num_classes: int,
+        things: Iterable[int],
+        label_divisor: int = 1000,
+        ignore_label: int = 255,
+        ks: Sequence[int] = (0,),
+        frame_stride: int = 1,
+    ):
         self.labels = LabelSpace(num_classes, things, label_divisor, ignore_label)
         if frame_stride <= 0:
             raise ValueError(f"frame_stride must be positive, got {frame_stride}")
         ks = tuple(int(k) for k in ks)
         if not ks or any(k < 0 or k % frame_stride for k in ks):
-            raise ValueError(f"ks must be non-empty multiples of frame_stride={frame_stride} (>= 0), got {ks}")
+            raise ValueError(
+                f"ks must be non-empty multiples of frame_stride={frame_stride} (>= 0), got {ks}"
+            )
         self.ks = ks
         self.frame_stride = int(frame_stride)
         self._n = {k: k // frame_stride + 1 for k in ks}
@@ -183,8 +195,15 @@ class VPQAccumulator:
             if tp + fp + fn == 0:
                 continue
             denom = tp + 0.5 * fp + 0.5 * fn
-            row = {"tp": tp, "fp": fp, "fn": fn, "iou": iou, "pq": iou / denom,
-                   "sq": iou / tp if tp else 0.0, "rq": tp / denom}
+            row = {
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "iou": iou,
+                "pq": iou / denom,
+                "sq": iou / tp if tp else 0.0,
+                "rq": tp / denom,
+            }
             per_class[str(int(c))] = row
             groups["All"].append(row)
             groups["Things" if L.is_thing[c] else "Stuff"].append(row)
@@ -204,13 +223,22 @@ class VPQAccumulator:
         }
 
 
-def vpq_windows(gt_videos: Sequence[np.ndarray], pred_videos: Sequence[np.ndarray], num_classes: int,
-                things: Iterable[int], label_divisor: int = 1000, ignore_label: int = 255,
-                ks: Sequence[int] = (0, 1, 2, 3), frame_stride: int = 1) -> dict:
+def vpq_windows(
+    gt_videos: Sequence[np.ndarray],
+    pred_videos: Sequence[np.ndarray],
+    num_classes: int,
+    things: Iterable[int],
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+    ks: Sequence[int] = (0, 1, 2, 3),
+    frame_stride: int = 1,
+) -> dict:
     """VPQ of whole videos for several window sizes: ``{"k0": {...}, ..., "mean": {...}}``."""
     if len(gt_videos) != len(pred_videos):
         raise ValueError(f"got {len(gt_videos)} GT videos but {len(pred_videos)} predicted videos")
-    acc = VPQAccumulator(num_classes, things, label_divisor, ignore_label, ks=ks, frame_stride=frame_stride)
+    acc = VPQAccumulator(
+        num_classes, things, label_divisor, ignore_label, ks=ks, frame_stride=frame_stride
+    )
     for i, (g, p) in enumerate(zip(gt_videos, pred_videos)):
         g, p = np.asarray(g), np.asarray(p)
         if g.ndim != 3:
@@ -220,13 +248,21 @@ def vpq_windows(gt_videos: Sequence[np.ndarray], pred_videos: Sequence[np.ndarra
     return acc.result()
 
 
-def vpq(gt_videos: Sequence[np.ndarray], pred_videos: Sequence[np.ndarray], num_classes: int,
-        things: Iterable[int], label_divisor: int = 1000, ignore_label: int = 255, k: int = 0,
-        frame_stride: int = 1) -> dict:
+def vpq(
+    gt_videos: Sequence[np.ndarray],
+    pred_videos: Sequence[np.ndarray],
+    num_classes: int,
+    things: Iterable[int],
+    label_divisor: int = 1000,
+    ignore_label: int = 255,
+    k: int = 0,
+    frame_stride: int = 1,
+) -> dict:
     """VPQ of whole videos for one window: windows of ``n = k // frame_stride + 1`` frames.
 
     Args:
-        gt_videos: per sequence, int array [T, H, W] of GT panoptic ids (semantic*divisor + instance).
+        gt_videos: per sequence, int array [T, H, W] of GT panoptic ids
+            (semantic * divisor + instance).
         pred_videos: per sequence, int array [T, H, W] of predicted panoptic ids, same shapes.
         num_classes, things, label_divisor, ignore_label: label space.
         k: window size as a frame gap (0 = single frames).
@@ -236,5 +272,13 @@ def vpq(gt_videos: Sequence[np.ndarray], pred_videos: Sequence[np.ndarray], num_
         ``VPQ``, ``VPQ_thing``, ``VPQ_stuff`` (None when the group has no scored class), ``SQ``,
         ``RQ``, ``n_classes``, ``num_windows`` and ``per_class``.
     """
-    return vpq_windows(gt_videos, pred_videos, num_classes, things, label_divisor, ignore_label,
-                       ks=(k,), frame_stride=frame_stride)[f"k{k}"]
+    return vpq_windows(
+        gt_videos,
+        pred_videos,
+        num_classes,
+        things,
+        label_divisor,
+        ignore_label,
+        ks=(k,),
+        frame_stride=frame_stride,
+    )[f"k{k}"]
