@@ -440,3 +440,29 @@ def test_pair_dataset_in_a_dataloader_with_the_model_input_contract(synthetic):
     assert len(batch["targets_key"]) == 2 and len(batch["targets_ref"]) == 2
     # normalised: roughly zero-mean, unit-scale values
     assert -3.0 < float(x.mean()) < 3.0 and float(x.abs().max()) < 3.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_and_targets_stay_aligned(seed):
+    """Car pixels are pure red in the image: wherever the stride-2 car mask is 1 the
+    de-normalised image is red, wherever it is 0 (away from edges) it is not."""
+    h, w = 64, 96
+    img = np.zeros((h, w, 3), np.uint8)
+    pan = np.zeros((h, w), np.int64)
+    pan[20:44, 30:70] = 13001
+    img[pan == 13001] = (255, 0, 0)
+    ds = PairDataset(MemoryReader({0: [(img, pan)] * 2}), CFG, crop=(48, 64), scale=(0.7, 1.8),
+                     seed=seed)
+    item = ds[0]
+    mean = torch.tensor(CFG.pixel_mean).view(3, 1, 1)
+    std = torch.tensor(CFG.pixel_std).view(3, 1, 1)
+    rgb = item["image_key"] * std + mean  # [3, Hp, Wp]
+    red = (rgb[0] > 200) & (rgb[1] < 50)  # [Hp, Wp]
+    t = item["targets_key"]
+    car = t["masks"][t["instance_ids"].tolist().index(13001)]  # [Hp/2, Wp/2]
+    hh, ww = item["meta"]["image_size"]
+    red2 = red[: hh // 2 * 2: 2, : ww // 2 * 2: 2]  # top-left pixel of each 2x2 block
+    full, empty = car[: hh // 2, : ww // 2] == 1, car[: hh // 2, : ww // 2] == 0
+    assert full.any()
+    assert red2[full].all()
+    assert not red2[empty].any()
