@@ -120,14 +120,15 @@ def random_outputs(seed, Q=20, K=19, T=2, h=12, w=20):
     return cls_prob.clamp(max=1.0), mask_logits
 
 
-@pytest.mark.parametrize("seed,lb", [
-    (0, Letterbox.identity((48, 80))),
-    (1, Letterbox((37, 61), (45, 74), (48, 80))),  # resize + padding crop
-    (2, Letterbox((90, 150), (45, 75), (48, 80))),  # upscaling back to the camera
+@pytest.mark.parametrize("seed,lb,chunk", [
+    (0, Letterbox.identity((48, 80)), 16),
+    (1, Letterbox((37, 61), (45, 74), (48, 80)), 1),  # resize + padding crop
+    (2, Letterbox((90, 150), (45, 75), (48, 80)), 1000),  # upscaling back to the camera
+    (3, Letterbox((45, 74), (45, 74), (48, 80)), 7),  # padding only
 ])
-def test_vectorised_merge_equals_loop_reference(seed, lb):
+def test_vectorised_merge_equals_loop_reference(seed, lb, chunk):
     cls_prob, mask_logits = random_outputs(seed)
-    cfg = MergeConfig(instance_score_thr=0.2)
+    cfg = MergeConfig(instance_score_thr=0.2, chunk=chunk)
     r = panoptic_merge(cls_prob, mask_logits, lb, 20, 2, cfg, upsample=2)
     seg, info = merge_loop(cls_prob, F.interpolate(mask_logits[None], scale_factor=2,
                                                    mode="bilinear", align_corners=False)[0],

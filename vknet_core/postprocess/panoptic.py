@@ -35,6 +35,7 @@ class MergeConfig:
     void_as_road: bool = False  # official export writes unassigned pixels as train id 0
     semantic_filter: bool = True  # tracker boxes use (segment AND semantic-thing) pixels
     semantic_filter_crop: bool = True  # False: official direct resize of the padded map
+    chunk: int = 16  # masks rescaled per batch (bounds memory; results do not depend on it)
 
 
 @dataclass
@@ -125,18 +126,21 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     if not 0 < num_things <= K or num_thing_kernels + K - num_things != N:
         raise ValueError(f"cls_prob {tuple(cls_prob.shape)} does not fit {num_thing_kernels} "
                          f"thing kernels and {num_things} thing classes")
-    probs = upsample_logits(mask_logits.float(), upsample).sigmoid()  # [N, h', w']
-    if letterbox is not None:
-        probs = letterbox.to_original(probs)  # [N, H, W]
-    H, W = probs.shape[-2:]
     scores, labels, kernels, P = merge_candidates(cls_prob.float(), num_thing_kernels,
                                                   num_things, cfg.max_per_img)
     M = scores.numel()
-    weighted = scores.view(-1, 1, 1) * probs[kernels]  # [M, H, W]
-    owner = weighted.argmax(0).flatten()  # [H*W], first max wins like the official arg-max
-    del weighted
+    # A kernel listed twice (two thing classes) has one prob map; its lower-scored (= later)
+    # candidate never beats its first one, so only first occurrences enter the arg-max. The
+    # rows stay in candidate order, so ties still resolve to the lowest candidate index.
+    first = _first_occurrence(kernels)  # [R] candidate indices
+    row_owner, row_original = _owner_map(mask_logits.float()[kernels[first]], scores[first],
+                                         letterbox, upsample, cfg.mask_thr, cfg.chunk)
+    H, W = row_owner.shape
+    owner = first[row_owner.flatten()]  # [H*W] candidate index
     owned = torch.bincount(owner, minlength=M)  # [M]
-    original = (probs >= cfg.mask_thr).flatten(1).sum(1)[kernels]  # [M]
+    kernel_original = torch.zeros(N, dtype=torch.long, device=scores.device)
+    kernel_original[kernels[first]] = row_original
+    original = kernel_original[kernels]  # [M]
     is_thing = torch.arange(M, device=scores.device) < P
     ratio = owned.double() / original.clamp(min=1).double()  # python float division semantics
     keep = (~(is_thing & (scores < cfg.instance_score_thr)) & (owned > 0) & (original > 0)
@@ -149,6 +153,50 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     return MergeResult(segment_map=segment_map, is_thing=is_thing[kept], labels=labels[kept],
                        scores=scores[kept], kernels=kernels[kept], ranks=kept,
                        areas=owned[kept])
+
+
+def _first_occurrence(kernels: Tensor) -> Tensor:
+    """[R] sorted indices i where kernels[i] appears for the first time."""
+    M = kernels.numel()
+    pos = torch.full((int(kernels.max()) + 1,), M, dtype=torch.long, device=kernels.device)
+    pos.scatter_reduce_(0, kernels, torch.arange(M, device=kernels.device), reduce="amin")
+    return pos[pos < M].sort().values
+
+
+def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], upsample: int,
+               mask_thr: float, chunk: int) -> tuple[Tensor, Tensor]:
+    """Streaming arg-max of ``scores[r] * rescaled_prob[r]`` over rows, ``chunk`` rows at a time.
+
+    logits: [R, h, w]; scores: [R]. Returns (owner [H, W] int64 row index, first maximum wins;
+    original [R] int64 = #pixels with prob >= mask_thr). Equal to one arg-max over all rows.
+    """
+    best_val: Optional[Tensor] = None
+    best_idx: Optional[Tensor] = None
+    original = []
+    for r0 in range(0, logits.shape[0], max(1, chunk)):
+        probs = upsample_logits(logits[r0:r0 + chunk], upsample).sigmoid()  # [r, h', w']
+        if letterbox is not None:
+            probs = _rescale(probs, letterbox)  # [r, H, W]
+        original.append((probs >= mask_thr).flatten(1).sum(1))
+        probs.mul_(scores[r0:r0 + chunk].view(-1, 1, 1))
+        val, idx = probs.max(0)  # first maximum within the chunk
+        if best_val is None:
+            best_val, best_idx = val, idx
+        else:
+            better = val > best_val  # strict: an earlier row keeps a tie
+            best_val = torch.where(better, val, best_val)
+            best_idx = torch.where(better, idx + r0, best_idx)
+    assert best_idx is not None
+    return best_idx, torch.cat(original)
+
+
+def _rescale(probs: Tensor, lb: Letterbox) -> Tensor:
+    """``Letterbox.to_original``; the last resize is skipped when it is the identity (a
+    same-size bilinear resize returns its input exactly)."""
+    if lb.resized_hw != lb.orig_hw:
+        return lb.to_original(probs)
+    x = F.interpolate(probs[None], size=lb.pad_hw, mode="bilinear", align_corners=False)[0]
+    return x[:, : lb.resized_hw[0], : lb.resized_hw[1]]
 
 
 def semantic_map(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
