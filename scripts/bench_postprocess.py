@@ -31,7 +31,8 @@ class SyntheticHeadBackend:
 
     def __init__(self, net_hw: tuple[int, int], num_things: int = 12, seed: int = 0):
         cfg = kitti_step_r50()
-        self.N, self.K, self.Q = cfg.num_kernels, cfg.labels.num_classes, cfg.head.num_thing_kernels
+        self.N, self.K = cfg.num_kernels, cfg.labels.num_classes
+        self.Q = cfg.head.num_thing_kernels
         self.C, self.E, self.T = cfg.neck.channels, cfg.video.embed_channels, cfg.labels.num_things
         self.h, self.w = net_hw[0] // 8, net_hw[1] // 8
         self.rng = np.random.default_rng(seed)

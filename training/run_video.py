@@ -1,4 +1,4 @@
-"""Offline run: a video file or an image folder -> KITTI-STEP panoptic PNGs + a colour overlay video.
+"""Offline run: video file or image folder -> KITTI-STEP panoptic PNGs + colour overlay video.
 
     python training/run_video.py --checkpoint m.pt --input drive.mp4 --output out/
     python training/run_video.py --checkpoint m.pt --input frames/ --output out/ --device cuda

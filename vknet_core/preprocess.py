@@ -2,8 +2,8 @@
 
 H x W camera image, Hr x Wr resized image (official ``img_shape``), Hp x Wp network input
 (official ``batch_input_shape``, multiples of 32). Masks go back exactly like the official
-``rescale_masks`` (video_knet.md §7.2): bilinear to (Hp, Wp), crop to (Hr, Wr), bilinear to (H, W),
-all with ``align_corners=False``.
+``rescale_masks`` (video_knet.md §7.2): bilinear to (Hp, Wp), crop to (Hr, Wr), bilinear to
+(H, W), all with ``align_corners=False``.
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class Letterbox:
     def to_original(self, maps: Tensor) -> Tensor:
         """Map network-space maps back to the camera frame (official ``rescale_masks``).
 
-        maps: Tensor[..., h, w] float, any resolution covering the padded input (e.g. stride 2 or 8).
+        maps: Tensor[..., h, w] float, any resolution covering the padded input
+               (e.g. stride 2 or 8).
         Returns Tensor[..., H, W] float.
         """
         if maps.dim() < 2:

@@ -9,7 +9,8 @@ Memory is bounded: a tracklet not updated for ``memo_tracklet_frames`` frames is
 
 Detection indices are carried through: ``TrackResult.ids[i]`` is the id of input row ``i``.
 The official glue paints the tracker's sorted, de-duplicated output onto the masks in segment
-order, which shifts ids onto the wrong masks after a dropped duplicate (video_knet.md §12 item 12);
+order, which shifts ids onto the wrong masks after a dropped duplicate (video_knet.md §12
+item 12);
 ``TrackResult.track_ids(official_paint_order=True)`` reproduces that for parity only.
 """
 from __future__ import annotations
