@@ -30,8 +30,16 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
         x = letterbox.to_original(x)
     else:
         x = F.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=False)
-    # sigmoid before the arg-max as the official code (saturation ties resolve the same way)
-    return x.sigmoid().argmax(1)[0] < num_things
+    # Official: argmax(sigmoid(x)) < T. The first maximum wins and things come first, so this is
+    # max over thing channels >= max over stuff channels; sigmoid is monotonic, so it can be
+    # applied after the max (the same saturation ties). Channel-wise maxima stay contiguous.
+    x = x[0]  # [K, H, W]
+    thing, stuff = x[0].clone(), x[num_things].clone()
+    for k in range(1, num_things):
+        torch.maximum(thing, x[k], out=thing)
+    for k in range(num_things + 1, x.shape[0]):
+        torch.maximum(stuff, x[k], out=stuff)
+    return thing.sigmoid() >= stuff.sigmoid()
 
 
 def segment_boxes(segment_map: Tensor, seg_ids: Tensor,

@@ -133,6 +133,10 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     # candidate never beats its first one, so only first occurrences enter the arg-max. The
     # rows stay in candidate order, so ties still resolve to the lowest candidate index.
     first = _first_occurrence(kernels)  # [R] candidate indices
+    rows = mask_logits.float()[kernels[first]]  # [R, h, w]
+    # Exact pruning: a row that can win no pixel owns nothing and is dropped anyway, so only
+    # rows that may win somewhere are rescaled to camera resolution (the expensive part).
+    first = first[_may_win(rows, scores[first])]
     row_owner, row_original = _owner_map(mask_logits.float()[kernels[first]], scores[first],
                                          letterbox, upsample, cfg.mask_thr, cfg.chunk)
     H, W = row_owner.shape
@@ -163,6 +167,27 @@ def _first_occurrence(kernels: Tensor) -> Tensor:
     return pos[pos < M].sort().values
 
 
+def _may_win(logits: Tensor, scores: Tensor, margin: float = 1e-5) -> Tensor:
+    """[R] bool: rows that can be the arg-max of ``score * rescaled prob`` at some pixel.
+
+    Every camera pixel is a chain of bilinear resamples (x upsample, to pad size, crop, to
+    camera size) of the logits, i.e. a convex combination of logits within 1.5 cells of its
+    position, and sigmoid is monotonic. So with 5x5 max/min pools, ``score * sigmoid(max)`` bounds
+    a row's value from above and ``score * sigmoid(min)`` from below at every pixel of a cell;
+    a row whose upper bound is below the best lower bound in every cell wins nowhere. The
+    relative margin covers float rounding of the resamples, so the result is exact.
+    """
+    def pool5(x: Tensor) -> Tensor:  # separable 5x5 max pool, [R, h, w]
+        x = F.max_pool2d(x[None], (5, 1), stride=1, padding=(2, 0))
+        return F.max_pool2d(x, (1, 5), stride=1, padding=(0, 2))[0]
+
+    hi = pool5(logits).sigmoid()  # [R, h, w]
+    lo = (-pool5(-logits)).sigmoid()
+    s = scores.view(-1, 1, 1)
+    best_lo = (lo * s).max(0).values * (1 - margin)  # [h, w]
+    return ((hi * s) * (1 + margin) >= best_lo).flatten(1).any(1)
+
+
 def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], upsample: int,
                mask_thr: float, chunk: int) -> tuple[Tensor, Tensor]:
     """Streaming arg-max of ``scores[r] * rescaled_prob[r]`` over rows, ``chunk`` rows at a time.
@@ -177,7 +202,7 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
         probs = upsample_logits(logits[r0:r0 + chunk], upsample).sigmoid()  # [r, h', w']
         if letterbox is not None:
             probs = _rescale(probs, letterbox)  # [r, H, W]
-        original.append((probs >= mask_thr).flatten(1).sum(1))
+        original.append(torch.count_nonzero((probs >= mask_thr).flatten(1), dim=1))
         probs.mul_(scores[r0:r0 + chunk].view(-1, 1, 1))
         val, idx = probs.max(0)  # first maximum within the chunk
         if best_val is None:
