@@ -95,6 +95,13 @@ def model_config(cfg: TrainConfig) -> VKNetConfig:
     return mcfg
 
 
+def freeze_batchnorm(module: torch.nn.Module) -> None:
+    """Put every BatchNorm in eval mode (statistics frozen; affine parameters still train)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up from ``warmup_ratio`` to 1 (mmcv), then x``decay_gamma`` per passed step."""
     f = 1.0
@@ -251,7 +258,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     if ctx.distributed:
         model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=True)  # as the official config (L207)
+            find_unused_parameters=False)  # every parameter is in the graph of a pair
     optimizer = build_optimizer(net, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     autocast, scaler = amp_context(ctx.device, cfg.amp)
@@ -260,6 +267,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     start = 0
     if cfg.resume is not None:
         start = load_training_state(cfg.resume, net, optimizer, scheduler, scaler)
+        # The schedule is a function of (step, this config): a resumed run may change --iters.
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_factor(start, cfg)
         if start >= cfg.iters:
             log.info("checkpoint is at step %d >= --iters %d: nothing to train", start, cfg.iters)
 
@@ -300,6 +310,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     step = last_log = start
     while step < cfg.iters:
         batch = next(stream)
+        if cfg.norm_eval:  # every backbone type, also after validation switched modes
+            freeze_batchnorm(net)
         img_k = batch["image_key"].to(ctx.device, non_blocking=True)
         img_r = batch["image_ref"].to(ctx.device, non_blocking=True)
         with autocast:
@@ -392,7 +404,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     g.add_argument("--clip-grad", type=float, default=1.0, help="gradient L2 clip (default 1)")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--norm-eval", choices=("on", "off"),
-                   help="freeze BatchNorm statistics (on) or train them (off); default: preset")
+                   help="freeze all BatchNorm statistics (on) or let the preset's BatchNorm "
+                   "train (off); default: preset. Without a GPU, DDP has no SyncBatchNorm: "
+                   "use 'on' for results independent of the number of processes")
     g = p.add_argument_group("data")
     g.add_argument("--crop", type=int, nargs=2, default=[384, 1248], metavar=("H", "W"),
                    help="training crop (default 384 1248)")
@@ -425,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     final = train(cfg)
-    print(f"final model: {final}")
+    log.info("final model: %s", final)  # logged by the main rank only
     return 0
 
 
