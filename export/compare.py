@@ -108,7 +108,8 @@ def compare_outputs(a: Any, b: Any, frames: Sequence[np.ndarray],
 
     ``frames`` must already be at the network size (uint8 [H, W, 3]).
     """
-    res = Comparison(max_abs={n: 0.0 for n in OUTPUT_NAMES}, max_rel={n: 0.0 for n in OUTPUT_NAMES})
+    res = Comparison(max_abs=dict.fromkeys(OUTPUT_NAMES, 0.0),
+                     max_rel=dict.fromkeys(OUTPUT_NAMES, 0.0))
     state = {k: {"prev_kernels": np.zeros((1, num_kernels, channels), np.float32),
                  "has_prev": np.zeros((1,), np.float32)} for k in ("a", "b")}
     for rgb in frames:

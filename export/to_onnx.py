@@ -1,7 +1,8 @@
 """Export the per-frame Video K-Net graph to ONNX with explicit kernel state (DESIGN §3.2).
 
     python export/to_onnx.py --preset tiny --height 128 --width 256 --output tiny.onnx
-    python export/to_onnx.py --checkpoint m.pt --height 384 --width 1248 --output m.onnx [--dynamic]
+    python export/to_onnx.py --checkpoint m.pt --height 384 --width 1248 --output m.onnx \
+        [--dynamic]
 
 What is exported is ``FrameStep(model)``: uint8 RGB [1,H,W,3] in, normalisation inside the graph,
 ``prev_kernels``/``has_prev`` in, the five ``FrameOutputs`` out (names from ``io_spec``). At a
@@ -61,7 +62,8 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
 
 
 def export_model(model: VideoKNet, output: Union[str, Path], height: int, width: int,
-                 opset: int = 17, dynamic: bool = False, check_trt_ops: bool = True) -> ExportResult:
+                 opset: int = 17, dynamic: bool = False,
+                 check_trt_ops: bool = True) -> ExportResult:
     """Export ``FrameStep(model)`` at ``height`` x ``width`` to ``output`` (atomically).
 
     Raises RuntimeError (nothing written) when the checker, the TensorRT op check or the ONNX
@@ -98,7 +100,8 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
         report = check_graph(proto)
         log.info("graph ops: %s", report.describe())
         if check_trt_ops and not report.ok:
-            raise RuntimeError(f"exported graph has ops TensorRT cannot take:\n{report.describe()}")
+            raise RuntimeError(
+                f"exported graph has ops TensorRT cannot take:\n{report.describe()}")
         onnx.save(proto, tmp)
         diffs = smoke_run(tmp, step, spec)
         umask = os.umask(0)

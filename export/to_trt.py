@@ -319,9 +319,9 @@ def build_engine(onnx_path: PathLike, engine: PathLike, options: BuildOptions) -
         for i in range(network.num_layers):
             layer = network.get_layer(i)
             if any(layer.name == n or f"[ONNX Layer: {n}]" in layer.name for n in region):
-                layer.precision = trt.float32
+                layer.precision = trt.DataType.FLOAT
                 for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
+                    layer.set_output_type(j, trt.DataType.FLOAT)
                 pinned += 1
         log.info("fp16: %d layers pinned to fp32 (un-normalised mask sums)", pinned)
 

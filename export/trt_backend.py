@@ -123,8 +123,9 @@ class TrtBackend:
 
 
 def _torch_dtype(torch, trt, dt):
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.uint8: torch.uint8,
-             trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool}
+    D = trt.DataType  # member names are stable across TensorRT 8-11; aliases vary
+    table = {D.FLOAT: torch.float32, D.HALF: torch.float16, D.UINT8: torch.uint8,
+             D.INT32: torch.int32, D.INT64: torch.int64, D.BOOL: torch.bool}
     if dt not in table:
         raise ValueError(f"unsupported TensorRT tensor dtype {dt}")
     return table[dt]

@@ -115,7 +115,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"),
                    help="network input size (multiples of 32)")
     p.add_argument("--frames", type=int, default=10, help="timed frames per backend")
-    p.add_argument("--warmup", type=int, default=2, help="untimed frames first")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first (allocator, caches)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (adds ORT CUDA, TensorRT)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ORT CPU")
     p.add_argument("--fp16", action="store_true", help="also time a TensorRT fp16 engine")
