@@ -379,7 +379,7 @@ def _progress_monitor(trt):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
 
-        def phase_start(self, parent_phase, phase_name, num_steps):
+        def phase_start(self, phase_name, parent_phase, num_steps):
             log.info("phase %s (%d steps)%s", phase_name, num_steps,
                      f" in {parent_phase}" if parent_phase else "")
 
