@@ -1,0 +1,203 @@
+"""ROS-side overhead of vknet_node: end-to-end latency vs the pipeline and backend alone.
+
+    python scripts/bench_ros.py                                  # tiny model, 384x1248, CPU
+    python scripts/bench_ros.py --model r50.pt --device cuda --frames 50
+    python scripts/bench_ros.py --backend onnxruntime --model tiny.onnx
+
+1. In this process, the same frames go through ``VideoPanopticPipeline.step`` alone (backend
+   time = the network step, pipeline time = preprocess + network + merge + tracker).
+2. ``python -m vknet_ros`` runs as its own process (a real deployment, ``input.qos:=reliable``
+   because best-effort multi-megabyte frames can be lost on a loaded loopback); this process publishes
+   each frame on ``image`` (rgb8, reliable) and waits for ``~/panoptic`` with the same stamp
+   before sending the next (closed loop: no frame is dropped, nothing queues).
+End-to-end = publish -> panoptic received (one monotonic clock). ROS overhead =
+e2e / pipeline - 1 (transport, conversion, encoding, publishing). The goal is <= 15 % at 384x1248.
+The last line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, np.float64)
+    return {"mean": float(a.mean()), "p50": float(np.median(a)),
+            "p95": float(np.percentile(a, 95)), "min": float(a.min())}
+
+
+def bench_pipeline(model: Path, backend: str, device: str, frames: list[np.ndarray],
+                   warmup: int) -> dict[str, dict[str, float]]:
+    """The pipeline alone on ``frames``: {"backend": stats_ms, "pipeline": stats_ms}."""
+    from vknet_ros.loader import load_pipeline
+    from vknet_ros.params import NodeParams
+
+    loaded = load_pipeline(NodeParams(backend=backend, model=str(model), device=device).validate())
+    pipe = loaded.pipeline
+    try:
+        for rgb in frames[:warmup]:
+            pipe.step(rgb)
+        pipe.reset()
+        net, total = [], []
+        for rgb in frames:
+            t0 = time.perf_counter()
+            pipe.step(rgb)
+            total.append((time.perf_counter() - t0) * 1e3)
+            net.append(pipe.last_timings["network"] * 1e3)
+    finally:
+        loaded.close()
+    return {"backend": _stats(net), "pipeline": _stats(total)}
+
+
+def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray], warmup: int,
+               resend_after: float = 10.0, timeout: float = 120.0,
+               input_qos: str = "reliable") -> dict[str, Any]:
+    """vknet_node in its own process, closed loop over ``frames`` (after ``warmup`` frames)."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from vknet_ros.conversions import array_to_image
+    from vknet_ros.diagnostics import status_values
+
+    ns = f"/bench_{os.getpid()}"
+    log_file = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_ros_node_{os.getpid()}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={ns}",
+         "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", f"device:={device}",
+         "-p", "outputs.overlay:=false", "-p", "warmup:=false", "-p", f"input.qos:={input_qos}"],
+        stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("bench_ros", namespace=ns, context=ctx)
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "image", qos)
+    got: dict[int, float] = {}
+    diag: list[dict[str, str]] = []
+    cond = threading.Condition()
+
+    def on_panoptic(msg: Image) -> None:
+        with cond:
+            got[msg.header.stamp.sec] = time.monotonic()
+            cond.notify_all()
+
+    node.create_subscription(Image, "vknet_node/panoptic", on_panoptic, qos)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
+        status_values(s) for s in m.status if ns.strip("/") in s.hardware_id), 10)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    e2e: list[float] = []
+    try:
+        end = time.monotonic() + timeout
+        while pub.get_subscription_count() == 0:
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"vknet_node did not start; its log: {log_file.name}")
+            time.sleep(0.05)
+        seq = [frames[i % len(frames)] for i in range(warmup)] + list(frames)
+        stamp, lost = 0, 0
+        for i, rgb in enumerate(seq):
+            for _attempt in range(5):  # best-effort input: a lost frame is sent again
+                stamp += 1
+                header = Header(frame_id="bench")
+                header.stamp.sec = stamp
+                msg = array_to_image(rgb, "rgb8", header)
+                t0 = time.monotonic()
+                pub.publish(msg)
+                with cond:
+                    if cond.wait_for(lambda: stamp in got, timeout=resend_after):
+                        break
+                lost += 1
+            else:
+                raise TimeoutError(f"no panoptic output for frame {i} after 5 tries; "
+                                   f"node log: {log_file.name}")
+            if i >= warmup:
+                e2e.append((got[stamp] - t0) * 1e3)
+        time.sleep(1.5)  # one more diagnostics period
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        ex.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    stages = {k: float(v) for k, v in (diag[-1] if diag else {}).items()
+              if k.endswith("_mean_ms") and not k.startswith("latency")}
+    return {"e2e": _stats(e2e), "node_stages_mean_ms": stages, "frames_resent": lost}
+
+
+def bench_ros(model: Path, backend: str = "torch", device: str = "cpu", height: int = 384,
+              width: int = 1248, frames: int = 30, warmup: int = 5) -> dict[str, Any]:
+    """Both measurements on the same synthetic frames; returns the report dict."""
+    from vknet_training.make_synthetic import make_sequence
+
+    clip = [rgb for rgb, _ in make_sequence(np.random.default_rng(3), frames, height, width)]
+    alone = bench_pipeline(model, backend, device, clip, warmup)
+    resend = max(1.0, 10 * alone["pipeline"]["p95"] / 1e3)
+    node = bench_node(model, backend, device, clip, warmup, resend_after=resend)
+    e2e, pipe, net = node["e2e"]["mean"], alone["pipeline"]["mean"], alone["backend"]["mean"]
+    return {
+        "model": str(model), "backend": backend, "device": device, "size": [height, width],
+        "frames": frames, "backend_ms": alone["backend"], "pipeline_ms": alone["pipeline"],
+        "e2e_ms": node["e2e"], "node_stages_mean_ms": node["node_stages_mean_ms"],
+        "frames_resent": node["frames_resent"],
+        "ros_overhead_ratio": e2e / pipe - 1.0, "e2e_over_backend_ratio": e2e / net - 1.0,
+        "goal_ratio": 0.15,
+    }
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    from vknet_ros.params import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model file")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="inference backend")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--height", type=int, default=384, help="camera height")
+    p.add_argument("--width", type=int, default=1248, help="camera width")
+    p.add_argument("--frames", type=int, default=30, help="measured frames")
+    p.add_argument("--warmup", type=int, default=5, help="unmeasured frames first")
+    p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = parse_args(argv)
+    if not a.model.is_file():
+        print(f"bench_ros: model file not found: {a.model} (pass --model)")
+        return 2
+    r = bench_ros(a.model, a.backend, a.device, a.height, a.width, a.frames, a.warmup)
+    print(f"vknet_node {a.backend}/{a.device} at {a.width}x{a.height}, {a.frames} frames:")
+    print(f"  backend alone      {r['backend_ms']['mean']:8.1f} ms  (p95 {r['backend_ms']['p95']:.1f})")
+    print(f"  pipeline alone     {r['pipeline_ms']['mean']:8.1f} ms  (p95 {r['pipeline_ms']['p95']:.1f})")
+    print(f"  ROS end-to-end     {r['e2e_ms']['mean']:8.1f} ms  (p95 {r['e2e_ms']['p95']:.1f})")
+    print("  node stages (mean) " + ", ".join(
+        f"{k[:-8]} {v:.1f}" for k, v in r["node_stages_mean_ms"].items()))
+    print(f"  ROS overhead: {100 * r['ros_overhead_ratio']:.1f} % of the pipeline time "
+          f"(goal <= 15 %); e2e vs backend alone: +{100 * r['e2e_over_backend_ratio']:.1f} %")
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2))
+    print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
