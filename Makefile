@@ -14,3 +14,4 @@ test: setup
 bench: setup
 	$(PY) scripts/bench_postprocess.py
 	$(PY) scripts/bench_backends.py
+	$(PY) scripts/bench_ros.py

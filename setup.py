@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "vknet_node = vknet_ros.node:main",
+            "vknet_demo = vknet_ros.demo:main",
         ],
     },
 )
