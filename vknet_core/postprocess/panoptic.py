@@ -201,8 +201,10 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
     for r0 in range(0, logits.shape[0], max(1, chunk)):
         probs = upsample_logits(logits[r0:r0 + chunk], upsample).sigmoid()  # [r, h', w']
         if letterbox is not None:
-            probs = _rescale(probs, letterbox)  # [r, H, W]
-        original.append(torch.count_nonzero((probs >= mask_thr).flatten(1), dim=1))
+            probs = _rescale(probs, letterbox).contiguous()  # [r, H, W]
+        # count in uint8 -> int32 (exact up to 2^31 pixels): several times faster than bool sums
+        hits = (probs >= mask_thr).view(probs.shape[0], -1).to(torch.uint8)
+        original.append(hits.sum(1, dtype=torch.int32).long())
         probs.mul_(scores[r0:r0 + chunk].view(-1, 1, 1))
         val, idx = probs.max(0)  # first maximum within the chunk
         if best_val is None:
