@@ -38,6 +38,8 @@ setup(
         "console_scripts": [
             "vknet_node = vknet_ros.node:main",
             "vknet_demo = vknet_ros.demo:main",
+            "vknet_export_onnx = vknet_export.to_onnx:main",
+            "vknet_build_trt = vknet_export.to_trt:main",
         ],
     },
 )
