@@ -105,3 +105,15 @@ def test_pairwise_cost_functions_are_unweighted_terms():
     torch.testing.assert_close(mask_cost(p, t), only(mask=1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dice_cost(p, t), only(dice=1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(focal_cost(cls_logits, labels), only(cls=1), atol=1e-5, rtol=1e-5)
+
+
+def test_match_batch_equals_per_image_calls():
+    cases = [_case(10 + i, 5, m) for i, m in enumerate([3, 0, 5, 1])]
+    masks = torch.stack([c[0] for c in cases])
+    cls = torch.stack([c[2] for c in cases])
+    matcher = HungarianMatcher()
+    batch = matcher.match_batch(masks, [c[1] for c in cases], cls, [c[3] for c in cases])
+    for (rows, cols), (m, gt, c, lab) in zip(batch, cases):
+        r1, c1 = matcher(m, gt, c, lab)
+        assert torch.equal(rows, r1) and torch.equal(cols, c1)
+        assert len(rows) == min(5, gt.shape[0])

@@ -37,7 +37,7 @@ from vknet_core.losses.track_loss import track_losses
 from vknet_core.types import TrainOutputs
 
 Targets = dict[str, Tensor]  # masks [M,H2,W2], labels [M], instance_ids [M], is_thing [M], sem_seg
-Assignment = tuple[Tensor, Tensor]  # (kernel indices, gt indices into the thing GTs)
+Assignment = tuple[Tensor, Tensor]  # CPU (kernel indices, indices into the thing GTs)
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,6 @@ def upsample(mask_logits: Tensor, factor: int) -> Tensor:
     """[B, X, h, w] -> [B, X, factor*h, factor*w] bilinear (align_corners=False), float32."""
     return F.interpolate(mask_logits.float(), scale_factor=factor, mode="bilinear",
                          align_corners=False)
-
-
-def targets_to(targets: Sequence[Targets], device: torch.device) -> list[Targets]:
-    """Move every tensor of every target dict to ``device``."""
-    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()}
-            for t in targets]
 
 
 def rank_targets(pos_masks: Tensor, kernel_idx: Tensor, ignore: int) -> Tensor:
@@ -123,128 +117,133 @@ class VideoKNetCriterion:
                 f"{name}: masks {tuple(t['masks'].shape)} and sem_seg "
                 f"{tuple(t['sem_seg'].shape)} must be at stride 2 of the input, i.e. {size}")
 
-    def _stage_targets(self, t: Targets, assign: Assignment, device: torch.device
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Class targets for all N kernels of one image (video_knet.md §5.4).
+    def label_weights(self, device: torch.device) -> Tensor:
+        """[N, K] focal weights (video_knet.md §5.4): thing kernels on the thing columns only,
+        stuff kernel j on its own column (model label num_things + j) only."""
+        Q, K, nt = self.Q, self.K, self.num_things
+        weights = torch.zeros(Q + K - nt, K, device=device)
+        weights[:Q, :nt] = 1.0
+        weights[torch.arange(Q, Q + K - nt), torch.arange(nt, K)] = 1.0
+        return weights
 
-        Returns labels [N] (K = background), label weights [N, K], positive kernel indices [p]
-        and their mask targets [p, H2, W2].
+    def stage_targets(self, meta: Sequence[dict[str, Tensor]], assign: Sequence[Assignment]
+                      ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """Class and mask targets of all N kernels of every image (video_knet.md §5.4), on CPU.
+
+        Returns labels [B, N] (K = background), the positives' image indices [p] and kernel
+        indices [p], and per image the rows of its target ``masks`` for its positives.
         """
         Q, K, nt = self.Q, self.K, self.num_things
-        N = Q + (K - nt)
-        is_thing = t["is_thing"]
-        thing_masks, thing_labels = t["masks"][is_thing], t["labels"][is_thing]
-        stuff_masks, stuff_labels = t["masks"][~is_thing], t["labels"][~is_thing]
-        labels = torch.full((N,), K, dtype=torch.long, device=device)
-        weights = torch.zeros(N, K, device=device)
-        weights[:Q, :nt] = 1.0  # thing kernels: thing columns only
-        stuff_rows = torch.arange(Q, N, device=device)
-        weights[stuff_rows, torch.arange(nt, K, device=device)] = 1.0  # own column only
-        k_idx, g_idx = assign
-        labels[k_idx] = thing_labels[g_idx]
-        stuff_kernel = stuff_labels - nt + Q  # kernel of stuff class c is Q + c - nt
-        labels[stuff_kernel] = stuff_labels
-        pos = torch.cat([k_idx, stuff_kernel])
-        pos_masks = torch.cat([thing_masks[g_idx], stuff_masks]).float()
-        return labels, weights, pos, pos_masks
+        labels = torch.full((len(meta), Q + K - nt), K, dtype=torch.long)
+        b_idx, k_idx, rows = [], [], []
+        for b, (m, (kk, gg)) in enumerate(zip(meta, assign)):
+            thing_rows = m["thing_rows"][gg]  # rows of the matched GTs in t["masks"]
+            stuff_rows = m["stuff_rows"]
+            stuff_kernel = m["labels"][stuff_rows] - nt + Q  # stuff class c -> kernel Q + c - nt
+            labels[b, kk] = m["labels"][thing_rows]
+            labels[b, stuff_kernel] = m["labels"][stuff_rows]
+            pos = torch.cat([kk, stuff_kernel])
+            b_idx.append(torch.full_like(pos, b))
+            k_idx.append(pos)
+            rows.append(torch.cat([thing_rows, stuff_rows]))
+        return labels, torch.cat(b_idx), torch.cat(k_idx), rows
 
     # ------------------------------------------------------------------ one frame
 
-    def assign(self, out: TrainOutputs, targets: Sequence[Targets]) -> dict[str, list[Assignment]]:
-        """All Hungarian assignments of one frame (detached predictions, stride 2).
+    def assign(self, out: TrainOutputs, targets: Sequence[Targets],
+               meta: Optional[Sequence[dict[str, Tensor]]] = None
+               ) -> dict[str, list[Assignment]]:
+        """All Hungarian assignments of one frame (detached predictions, stride 2), CPU indices.
 
         Keys: "rpn" (RPN masks, no class cost; also stage 0's assignment), "s1".."s{S-1}"
         (from stage s-1's masks and scores) and "final" (last stage, for tracking).
         """
-        f = self.lc.mask_upsample
-        Q = self.Q
+        f, Q = self.lc.mask_upsample, self.Q
         S = len(out.stage_mask_logits)
+        meta = meta if meta is not None else [self._meta(t) for t in targets]
+        gm = [t["masks"][m["thing_rows"].to(t["masks"].device)] for t, m in zip(targets, meta)]
+        gl = [m["labels"][m["thing_rows"]] for m in meta]
         with torch.no_grad():
-            rpn = upsample(out.rpn_mask_logits.detach(), f)
-            stage_masks = [upsample(m[:, :Q].detach(), f) for m in out.stage_mask_logits]
-        result: dict[str, list[Assignment]] = {"rpn": []}
-        for s in range(1, S):
-            result[f"s{s}"] = []
-        result["final"] = []
-        for b, t in enumerate(targets):
-            th = t["is_thing"]
-            gm, gl = t["masks"][th], t["labels"][th]
-            result["rpn"].append(self.matcher(rpn[b], gm))
+            result = {"rpn": self.matcher.match_batch(
+                upsample(out.rpn_mask_logits.detach(), f), gm)}
             for s in range(1, S + 1):  # s == S: the final stage (tracking)
-                cls = out.stage_cls_logits[s - 1][b, :Q].detach()
-                a = self.matcher(stage_masks[s - 1][b], gm, cls, gl)
-                result["final" if s == S else f"s{s}"].append(a)
+                masks = upsample(out.stage_mask_logits[s - 1][:, :Q].detach(), f)
+                cls = out.stage_cls_logits[s - 1][:, :Q].detach()
+                result["final" if s == S else f"s{s}"] = self.matcher.match_batch(
+                    masks, gm, cls, gl)
         return result
+
+    @staticmethod
+    def _meta(t: Targets) -> dict[str, Tensor]:
+        """Small per-image label tensors on the CPU (no device sync in the index bookkeeping)."""
+        is_thing = t["is_thing"].cpu().bool()
+        return {"labels": t["labels"].cpu().long(), "instance_ids": t["instance_ids"].cpu(),
+                "thing_rows": is_thing.nonzero().squeeze(1),
+                "stuff_rows": (~is_thing).nonzero().squeeze(1)}
 
     def frame_losses(self, out: TrainOutputs, targets: Sequence[Targets], suffix: str = ""
                      ) -> tuple[dict[str, Tensor], dict[str, list[Assignment]]]:
         """Segmentation losses of one frame (weighted) and its assignments."""
-        lc, Q = self.lc, self.Q
+        lc, Q, f = self.lc, self.Q, self.lc.mask_upsample
         B, _, h, w = out.rpn_mask_logits.shape
-        size = (h * lc.mask_upsample, w * lc.mask_upsample)
+        size = (h * f, w * f)
         if len(targets) != B:
             raise ValueError(f"got {len(targets)} target dicts for a batch of {B}")
         for b, t in enumerate(targets):
             self._check_targets(t, size, f"targets[{b}]")
         device = out.rpn_mask_logits.device
-        targets = targets_to(targets, device)
-        assigns = self.assign(out, targets)
+        meta = [self._meta(t) for t in targets]
+        masks_dev = [t["masks"].to(device).float() for t in targets]
+        assigns = self.assign(out, [{"masks": m} for m in masks_dev], meta)
         S = len(out.stage_mask_logits)
 
-        # Stage targets (stage 0 uses the RPN assignment).
-        stage_t = []
-        for s in range(S):
-            a_s = assigns["rpn"] if s == 0 else assigns[f"s{s}"]
-            stage_t.append([self._stage_targets(t, a_s[b], device)
-                            for b, t in enumerate(targets)])
+        # Stage targets (stage 0 uses the RPN assignment), built on the CPU.
+        stage_t = [self.stage_targets(meta, assigns["rpn"] if s == 0 else assigns[f"s{s}"])
+                   for s in range(S)]
         # Positive counts, averaged over ranks in one call: [rpn, s0, s1, ...].
-        counts = torch.tensor(
-            [float(sum(len(a[0]) for a in assigns["rpn"]))]
-            + [float(sum(len(x[2]) for x in st)) for st in stage_t], device=device)
-        counts = self.reduce_mean(counts).clamp(min=1.0)
+        counts = torch.tensor([float(sum(len(a[0]) for a in assigns["rpn"]))]
+                              + [float(len(st[2])) for st in stage_t])
+        counts = self.reduce_mean(counts.to(device)).clamp(min=1.0)
+
+        def gather_targets(rows: Sequence[Tensor]) -> Tensor:  # -> [p, H2, W2]
+            return torch.cat([m[r.to(device)] for m, r in zip(masks_dev, rows)])
 
         losses: dict[str, Tensor] = {}
-        zero = out.rpn_mask_logits.sum() * 0.0
         # ---- RPN: mask BCE, dice, rank over the Q thing masks, semantic CE
-        rpn = upsample(out.rpn_mask_logits, lc.mask_upsample)  # [B, Q, H2, W2]
-        bce, dice = zero, zero
-        rank_t = []
-        for b, t in enumerate(targets):
-            k_idx, g_idx = assigns["rpn"][b]
-            gm = t["masks"][t["is_thing"]][g_idx].float()
-            if len(k_idx):
-                pred = rpn[b, k_idx].flatten(1)
-                bce = bce + mask_bce(pred, gm.flatten(1)).sum()
-                dice = dice + dice_loss(pred, gm.flatten(1), lc.dice_eps).sum()
-            rank_t.append(rank_targets(gm, k_idx, lc.ignore_label))
-        losses["loss_rpn_mask"] = lc.rpn_mask * bce / counts[0]
-        losses["loss_rpn_dice"] = lc.rpn_dice * dice / counts[0]
-        rank = F.cross_entropy(rpn, torch.stack(rank_t), ignore_index=lc.ignore_label,
+        rpn = upsample(out.rpn_mask_logits, f)  # [B, Q, H2, W2]
+        kk = torch.cat([a[0] for a in assigns["rpn"]])
+        bb = torch.cat([torch.full_like(a[0], b) for b, a in enumerate(assigns["rpn"])])
+        thing_rows = [m["thing_rows"][a[1]] for m, a in zip(meta, assigns["rpn"])]
+        gt = gather_targets(thing_rows).flatten(1)  # [p, H2*W2]
+        pred = rpn[bb.to(device), kk.to(device)].flatten(1)  # [p, H2*W2]
+        losses["loss_rpn_mask"] = lc.rpn_mask * mask_bce(pred, gt).sum() / counts[0]
+        losses["loss_rpn_dice"] = lc.rpn_dice * dice_loss(pred, gt, lc.dice_eps).sum() / counts[0]
+        rank_t = torch.stack([rank_targets(masks_dev[b][r.to(device)], a[0].to(device),
+                                           lc.ignore_label)
+                              for b, (r, a) in enumerate(zip(thing_rows, assigns["rpn"]))])
+        rank = F.cross_entropy(rpn, rank_t, ignore_index=lc.ignore_label,
                                reduction="none")  # [B, H2, W2]; ignored pixels count as 0
         losses["loss_rpn_rank"] = lc.rpn_rank * rank.mean()
-        sem = upsample(out.frame.sem_logits, lc.mask_upsample)  # [B, K, H2, W2]
-        sem_t = torch.stack([t["sem_seg"].long() for t in targets])
+        sem = upsample(out.frame.sem_logits, f)  # [B, K, H2, W2]
+        sem_t = torch.stack([t["sem_seg"] for t in targets]).to(device).long()
         seg = F.cross_entropy(sem, sem_t, ignore_index=lc.ignore_label, reduction="none")
         losses["loss_rpn_seg"] = lc.rpn_seg * seg.mean()
 
         # ---- stages: focal cls over all N kernels, BCE + dice over positives
+        weights = self.label_weights(device)  # [N, K]
         for s in range(S):
-            cls_logits = out.stage_cls_logits[s].float()  # [B, N, K]
-            masks = upsample(out.stage_mask_logits[s], lc.mask_upsample)  # [B, N, H2, W2]
-            focal, bce, dice = zero, zero, zero
-            for b in range(B):
-                labels, weights, pos, pos_masks = stage_t[s][b]
-                onehot = F.one_hot(labels, self.K + 1)[:, : self.K].float()  # bg -> zeros
-                focal = focal + (sigmoid_focal_loss(cls_logits[b], onehot, lc.focal_alpha,
-                                                    lc.focal_gamma) * weights).sum()
-                if len(pos):
-                    pred = masks[b, pos].flatten(1)
-                    bce = bce + mask_bce(pred, pos_masks.flatten(1)).sum()
-                    dice = dice + dice_loss(pred, pos_masks.flatten(1), lc.dice_eps).sum()
+            labels, bb, kk, rows = stage_t[s]
+            onehot = F.one_hot(labels.to(device), self.K + 1)[..., : self.K].float()  # [B,N,K]
+            focal = (sigmoid_focal_loss(out.stage_cls_logits[s], onehot, lc.focal_alpha,
+                                        lc.focal_gamma) * weights).sum()
+            # upsample only the positives' masks (bilinear resizing is per channel)
+            pred = upsample(out.stage_mask_logits[s][bb.to(device), kk.to(device)][None], f)[0]
+            pred, gt = pred.flatten(1), gather_targets(rows).flatten(1)  # [p, H2*W2]
             sw = lc.stage_weights[s]
             losses[f"loss_cls_s{s}"] = sw * lc.cls * focal / counts[s + 1]
-            losses[f"loss_mask_s{s}"] = sw * lc.mask * bce / counts[s + 1]
-            losses[f"loss_dice_s{s}"] = sw * lc.dice * dice / counts[s + 1]
+            losses[f"loss_mask_s{s}"] = sw * lc.mask * mask_bce(pred, gt).sum() / counts[s + 1]
+            losses[f"loss_dice_s{s}"] = (sw * lc.dice * dice_loss(pred, gt, lc.dice_eps).sum()
+                                         / counts[s + 1])
         return {k + suffix: v for k, v in losses.items()}, assigns
 
     # ------------------------------------------------------------------ key + reference
@@ -254,20 +253,19 @@ class VideoKNetCriterion:
                  ) -> dict[str, Tensor]:
         """Weighted losses of a key/reference pair; the total loss is the sum of the values."""
         lc, B = self.lc, len(targets_key)
-        device = out_key.frame.track_embed.device
-        targets_key, targets_ref = targets_to(targets_key, device), targets_to(targets_ref, device)
         losses, a_key = self.frame_losses(out_key, targets_key)
         losses_ref, a_ref = self.frame_losses(out_ref, targets_ref, "_ref")
         losses.update(losses_ref)
+        device = out_key.frame.track_embed.device
         track = aux = out_key.frame.track_embed.sum() * 0.0
         for b in range(B):
             (kk, kg), (rk, rg) = a_key["final"][b], a_ref["final"][b]
-            tk, tr = targets_key[b], targets_ref[b]
-            key_ids = tk["instance_ids"][tk["is_thing"]][kg]
-            ref_ids = tr["instance_ids"][tr["is_thing"]][rg]
+            mk, mr = self._meta(targets_key[b]), self._meta(targets_ref[b])
+            key_ids = mk["instance_ids"][mk["thing_rows"][kg]]
+            ref_ids = mr["instance_ids"][mr["thing_rows"][rg]]
             lt, la = track_losses(
-                out_key.frame.track_embed[b, kk], out_ref.frame.track_embed[b, rk],
-                key_ids, ref_ids,
+                out_key.frame.track_embed[b, kk.to(device)],
+                out_ref.frame.track_embed[b, rk.to(device)], key_ids, ref_ids,
                 lc.track_pos_margin, lc.track_neg_margin, lc.track_neg_pos_ub)
             track, aux = track + lt, aux + la
         losses["loss_track"] = lc.track * track / max(B, 1)

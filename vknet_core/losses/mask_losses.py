@@ -53,33 +53,34 @@ def dice_loss(logits: Tensor, targets: Tensor, eps: float = DICE_EPS) -> Tensor:
 
 def focal_cost(logits: Tensor, labels: Tensor, alpha: float = FOCAL_ALPHA,
                gamma: float = FOCAL_GAMMA, eps: float = 1e-12) -> Tensor:
-    """mmdet ``FocalLossCost``: [N, K] logits, [M] labels -> [N, M] (unweighted)."""
+    """mmdet ``FocalLossCost``: [..., N, K] logits, [..., M] labels -> [..., N, M] (unweighted)."""
     p = logits.float().sigmoid()
-    neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)  # [N, K]
-    pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)  # [N, K]
-    return pos[:, labels] - neg[:, labels]
+    neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)  # [..., N, K]
+    pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)  # [..., N, K]
+    idx = labels.long().unsqueeze(-2).expand(*p.shape[:-1], labels.shape[-1])  # [..., N, M]
+    return (pos - neg).gather(-1, idx)
 
 
 def mask_cost(logits: Tensor, targets: Tensor, clamp_min: float = 0.01) -> Tensor:
-    """K-Net ``MaskCost`` on clamped probabilities: [N, P], [M, P] -> [N, M] (unweighted).
+    """K-Net ``MaskCost`` on clamped probabilities: [..., N, P], [..., M, P] -> [..., N, M].
 
     cost = -(Σ p·t + Σ (1-p)(1-t)) / P with p = clamp(sigmoid(logit), clamp_min, 1).
     """
     p = logits.float().sigmoid().clamp(min=clamp_min, max=1.0)
     t = targets.float()
-    pos = torch.einsum("np,mp->nm", p, t)
-    neg = torch.einsum("np,mp->nm", 1 - p, 1 - t)
-    return -(pos + neg) / t.shape[1]
+    pos = torch.einsum("...np,...mp->...nm", p, t)
+    neg = torch.einsum("...np,...mp->...nm", 1 - p, 1 - t)
+    return -(pos + neg) / t.shape[-1]
 
 
 def dice_cost(logits: Tensor, targets: Tensor, eps: float = DICE_EPS,
               clamp_min: float = 0.001) -> Tensor:
-    """K-Net ``DiceCost`` (constant 1 dropped): [N, P], [M, P] -> [N, M] (unweighted).
+    """K-Net ``DiceCost`` (constant 1 dropped): [..., N, P], [..., M, P] -> [..., N, M].
 
     cost = -2 Σ p·t / (Σ p² + Σ t² + 2·eps) with p = clamp(sigmoid(logit), clamp_min, 1).
     """
     p = logits.float().sigmoid().clamp(min=clamp_min, max=1.0)
     t = targets.float()
-    num = 2 * torch.einsum("np,mp->nm", p, t)
-    den = (p * p).sum(1)[:, None] + (t * t).sum(1)[None, :] + 2 * eps
+    num = 2 * torch.einsum("...np,...mp->...nm", p, t)
+    den = (p * p).sum(-1)[..., :, None] + (t * t).sum(-1)[..., None, :] + 2 * eps
     return -num / den

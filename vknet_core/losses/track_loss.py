@@ -68,7 +68,7 @@ def track_losses(key_embed: Tensor, ref_embed: Tensor, key_ids: Tensor, ref_ids:
                  neg_pos_ub: float = 3.0) -> tuple[Tensor, Tensor]:
     """key_embed [n,E], ref_embed [m,E], key_ids [n], ref_ids [m] instance ids ->
     (multi-positive CE on dot products, L2 aux on cosines), both unweighted scalars."""
-    targets = (key_ids[:, None] == ref_ids[None, :]).float()  # [n, m]
+    targets = (key_ids[:, None] == ref_ids[None, :]).float().to(key_embed.device)  # [n, m]
     dots = key_embed.float() @ ref_embed.float().t()  # raw dot products (softmax_temp=-1)
     cos = F.normalize(key_embed.float(), dim=1) @ F.normalize(ref_embed.float(), dim=1).t()
     return (multi_pos_cross_entropy(dots, targets),
