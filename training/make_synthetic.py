@@ -27,7 +27,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from vknet_training.datasets.kitti_step import encode_kitti_step_png
+from vknet_core.panoptic_io import encode_kitti_step
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def make_synthetic(
         for f, (rgb, panoptic) in enumerate(seq):
             stem = folder / f"{k:06d}_{f:06d}"
             _write_png(Path(f"{stem}_leftImg8bit.png"), rgb)
-            _write_png(Path(f"{stem}_panoptic.png"), encode_kitti_step_png(panoptic))
+            _write_png(Path(f"{stem}_panoptic.png"), encode_kitti_step(panoptic))
             written.append(Path(f"{stem}_panoptic.png"))
         log.info("sequence %d: %d frames in %.2f s", k, frames, time.perf_counter() - t0)
     return sorted(written)

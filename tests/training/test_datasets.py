@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from vknet_core.config import get_preset
 from vknet_training.datasets import (
     CityscapesVPSVideo, DatasetFormatError, KittiStepVideo, PairDataset, VideoReader,
-    VIPSegVideo, build_reader, build_targets, collate_pairs, decode_kitti_step_png,
-    encode_kitti_step_png,
+    VIPSegVideo, build_reader, build_targets, collate_pairs,
 )
+from vknet_core.panoptic_io import decode_kitti_step as decode_kitti_step_png
+from vknet_core.panoptic_io import encode_kitti_step as encode_kitti_step_png
 from vknet_training.datasets.vipseg import CATEGORY_TO_TRAIN_ID
 from vknet_training.make_synthetic import make_synthetic
 
@@ -84,7 +85,7 @@ def test_kitti_png_encoding_round_trip():
     assert np.array_equal(decode_kitti_step_png(png), pan)
     too_big = np.zeros((2, 2, 3), np.uint8)
     too_big[0, 0] = (13, 4, 0)  # instance 1024
-    with pytest.raises(ValueError, match="does not fit below the label divisor"):
+    with pytest.raises(ValueError, match="does not fit below label_divisor 1000"):
         decode_kitti_step_png(too_big)
 
 
@@ -221,7 +222,7 @@ def test_vipseg_reader(tmp_path):
 
     mask[5] = 150  # instance code on category 0 (stuff)
     cv2.imwrite(str(tmp_path / "panomasks/vidA/00001.png"), mask)
-    with pytest.raises(DatasetFormatError, match="00001.png.*not a thing category"):
+    with pytest.raises(DatasetFormatError, match="00001.png.*instances of stuff categories"):
         reader.read_frame(0, 0)
     cv2.imwrite(str(tmp_path / "panomasks/vidA/00001.png"), np.zeros((6, 8, 3), np.uint8))
     with pytest.raises(DatasetFormatError, match="single-channel"):

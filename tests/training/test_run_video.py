@@ -74,7 +74,7 @@ def test_video_file_input_and_cli(tiny_ckpt, tmp_path):
 
 
 def test_png_encoding_round_trips_through_the_dataset_decoder():
-    from vknet_training.datasets.kitti_step import decode_kitti_step_png
+    from vknet_core.panoptic_io import decode_kitti_step as decode_kitti_step_png
     from vknet_core.types import PanopticFrame
 
     sem = np.array([[0, 11, 255], [13, 13, 2]], np.uint8)

@@ -7,11 +7,9 @@ from pathlib import Path
 
 from vknet_training.datasets.base import DatasetFormatError, VideoReader
 from vknet_training.datasets.cityscapes_vps import CityscapesVPSVideo
-from vknet_training.datasets.kitti_step import (
-    KittiStepVideo, decode_kitti_step_png, encode_kitti_step_png,
-)
+from vknet_training.datasets.kitti_step import KittiStepVideo
 from vknet_training.datasets.pairs import PairDataset, build_targets, collate_pairs
-from vknet_training.datasets.vipseg import VIPSegVideo, decode_vipseg_mask
+from vknet_training.datasets.vipseg import VIPSegVideo
 
 READERS = {
     "kitti_step": KittiStepVideo,
@@ -30,5 +28,4 @@ def build_reader(dataset: str, root: str | Path, split: str) -> VideoReader:
 __all__ = [
     "CityscapesVPSVideo", "DatasetFormatError", "KittiStepVideo", "PairDataset", "READERS",
     "VIPSegVideo", "VideoReader", "build_reader", "build_targets", "collate_pairs",
-    "decode_kitti_step_png", "decode_vipseg_mask", "encode_kitti_step_png",
 ]

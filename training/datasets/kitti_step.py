@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vknet_core.panoptic_io import decode_kitti_step
 from vknet_training.datasets.base import (
     LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
     read_rgb_png_u8,
@@ -24,37 +25,6 @@ from vknet_training.datasets.base import (
 IMAGE_SUFFIX = "_leftImg8bit.png"
 PANOPTIC_SUFFIX = "_panoptic.png"
 _NAME = re.compile(r"^(\d{6})_(\d{6})_leftImg8bit\.png$")
-
-
-def decode_kitti_step_png(rgb: np.ndarray, ignore_label: int = 255) -> np.ndarray:
-    """KITTI-STEP panoptic PNG pixels uint8 [H, W, 3] (R, G, B) -> int64 [H, W] sem*1000+inst.
-
-    Raises ValueError if an instance id does not fit below the label divisor (1000).
-    """
-    sem = rgb[..., 0].astype(np.int64)
-    inst = rgb[..., 1].astype(np.int64) * 256 + rgb[..., 2].astype(np.int64)
-    void = sem == ignore_label
-    if inst[~void].max(initial=0) >= LABEL_DIVISOR:
-        raise ValueError(
-            f"instance id {int(inst[~void].max())} does not fit below the label divisor "
-            f"{LABEL_DIVISOR}"
-        )
-    return np.where(void, VOID, sem * LABEL_DIVISOR + inst)
-
-
-def encode_kitti_step_png(
-    panoptic: np.ndarray, label_divisor: int = LABEL_DIVISOR
-) -> np.ndarray:
-    """int [H, W] sem*divisor+inst -> uint8 [H, W, 3]: R sem, G inst // 256, B inst % 256."""
-    panoptic = np.asarray(panoptic, dtype=np.int64)
-    sem, inst = panoptic // label_divisor, panoptic % label_divisor
-    if sem.min(initial=0) < 0 or sem.max(initial=0) > 255:
-        raise ValueError(f"semantic ids must be in 0..255, got {sem.min()}..{sem.max()}")
-    out = np.empty(panoptic.shape + (3,), dtype=np.uint8)
-    out[..., 0] = sem
-    out[..., 1] = inst // 256
-    out[..., 2] = inst % 256
-    return out
 
 
 class KittiStepVideo(VideoReader):
@@ -127,7 +97,7 @@ class KittiStepVideo(VideoReader):
         _, lab_path = self.frame_paths(seq, idx)
         rgb = read_rgb_png_u8(lab_path, "KITTI-STEP panoptic")
         try:
-            return decode_kitti_step_png(rgb, self.ignore_label)
+            return decode_kitti_step(rgb, LABEL_DIVISOR, self.ignore_label)
         except ValueError as e:
             raise DatasetFormatError(f"{lab_path}: {e}") from None
 
@@ -139,4 +109,4 @@ class KittiStepVideo(VideoReader):
         return image, panoptic
 
 
-__all__ = ["KittiStepVideo", "decode_kitti_step_png", "encode_kitti_step_png"]
+__all__ = ["KittiStepVideo"]

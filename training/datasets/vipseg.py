@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vknet_core.panoptic_io import decode_vipseg
 from vknet_training.datasets.base import (
-    LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    IGNORE_LABEL, LABEL_DIVISOR, DatasetFormatError, VideoReader, check_same_size, read_rgb,
     read_single_channel_png,
 )
 
@@ -37,32 +38,6 @@ _STUFF = tuple(c for c in range(VIPSEG_NUM_CATEGORIES) if c not in VIPSEG_THING_
 CATEGORY_TO_TRAIN_ID: dict[int, int] = {
     c: i for i, c in enumerate(VIPSEG_THING_CATEGORIES + _STUFF)
 }
-
-
-def decode_vipseg_mask(mask: np.ndarray) -> np.ndarray:
-    """VIPSeg panomask values int [H, W] -> int64 [H, W] train_id * 1000 + inst (void 255000).
-
-    Raises ValueError on a value that is not a valid VIPSeg code (unknown category, or a thing
-    code on a stuff category).
-    """
-    out = np.full(mask.shape, VOID, dtype=np.int64)
-    for v in np.unique(mask):
-        v = int(v)
-        if v in VIPSEG_VOID_VALUES:
-            continue
-        if v <= VIPSEG_NUM_CATEGORIES:
-            cat, inst = v - 1, 0
-        else:
-            cat, inst = v // 100 - 1, v % 100 + 1
-            if cat not in VIPSEG_THING_CATEGORIES:
-                raise ValueError(
-                    f"value {v} encodes an instance of category {cat}, which is not a thing "
-                    f"category (expected one of the 58 VIPSeg thing categories)"
-                )
-        if cat not in CATEGORY_TO_TRAIN_ID:
-            raise ValueError(f"value {v} decodes to category {cat}, outside 0..123")
-        out[mask == v] = CATEGORY_TO_TRAIN_ID[cat] * LABEL_DIVISOR + inst
-    return out
 
 
 class VIPSegVideo(VideoReader):
@@ -117,12 +92,11 @@ class VIPSegVideo(VideoReader):
         mask = read_single_channel_png(lab_path, "VIPSeg panomask")
         check_same_size(image, mask, img_path, lab_path)
         try:
-            return image, decode_vipseg_mask(mask)
+            return image, decode_vipseg(mask, LABEL_DIVISOR, IGNORE_LABEL)
         except ValueError as e:
             raise DatasetFormatError(f"{lab_path}: {e}") from None
 
 
 __all__ = [
     "CATEGORY_TO_TRAIN_ID", "VIPSEG_THING_CATEGORIES", "VIPSegVideo",
-    "decode_vipseg_mask",
 ]
