@@ -6,11 +6,17 @@
 Each sequence runs frame by frame through ``VideoPanopticPipeline`` (the same merge and tracker
 as deployment) with the state reset at the start of every sequence; STQ and VPQ come from
 ``vknet_core.metrics``. VPQ is the mean over window sizes k = 0..3 frames (``VPQ_k0`` alone too).
+
+    python training/validate.py --checkpoint vknet_ros/models/tiny_synthetic.pt \
+        --data data/synthetic --split val          # prints the scores as JSON
 """
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -69,3 +75,35 @@ def evaluate_model(model: torch.nn.Module, reader: Any, device: str = "cpu",
              "VPQ %s", frames, len(seqs), time.perf_counter() - t0, out["STQ"], out["AQ"],
              out["SQ"], out["VPQ"])
     return out
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Score a vknet checkpoint on a video dataset split "
+                                "(STQ, AQ, SQ, VPQ) with the online pipeline.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="vknet checkpoint (.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset root")
+    p.add_argument("--split", default="val", help="split folder (default val)")
+    p.add_argument("--device", default="cpu", help="cpu|cuda (default cpu)")
+    p.add_argument("--max-sequences", type=int, help="only the first N sequences")
+    p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from vknet_core.checkpoint import load_checkpoint
+    from vknet_training.datasets import build_reader
+
+    model = load_checkpoint(a.checkpoint)
+    reader = build_reader(model.cfg.labels.dataset, a.data, a.split)
+    scores = evaluate_model(model, reader, a.device, max_sequences=a.max_sequences)
+    text = json.dumps(scores, indent=1)
+    if a.json is not None:
+        a.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

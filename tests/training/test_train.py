@@ -15,6 +15,7 @@ import vknet_core
 from vknet_core.losses import LossConfig
 from vknet_training.make_synthetic import make_synthetic
 from vknet_training.train import TrainConfig, lr_factor, main, parse_args, train
+from vknet_training.validate import main as validate_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,6 +109,11 @@ def test_cli_writes_checkpoint_curves_validation_and_tensorboard(data, tmp_path)
     assert any((out / "tb").iterdir())
     cfg = json.loads((out / "train_config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["iters"] == 2
+    # the standalone scorer gives the same numbers as the validation inside training
+    assert validate_main(["--checkpoint", str(out / "model_final.pt"), "--data", str(data),
+                          "--json", str(out / "scores.json")]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["STQ"] == pytest.approx(val[0]["STQ"]) and scores["frames"] == 4
 
 
 def test_arguments_and_schedule():
