@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import vknet_core
-from vknet_core.config import LabelConfig, VKNetConfig, replace
+from vknet_core.config import LabelConfig, replace
 from vknet_core.losses import LossConfig, VideoKNetCriterion
 from vknet_core.losses.criterion import rank_targets
 from vknet_core.losses.mask_losses import dice_loss, mask_bce, sigmoid_focal_loss
@@ -145,7 +145,8 @@ def _fake_targets(g, H2, W2, ids):
     masks, labels, inst, th = [], [], [], []
     for i, pid in enumerate(ids):
         m = torch.zeros(H2, W2)
-        y, x = torch.randint(0, H2 - 3, (1,), generator=g), torch.randint(0, W2 - 4, (1,), generator=g)
+        y = torch.randint(0, H2 - 3, (1,), generator=g)
+        x = torch.randint(0, W2 - 4, (1,), generator=g)
         m[y: y + 3, x: x + 4] = torch.rand(3, 4, generator=g) * 0.5 + 0.5
         masks.append(m), labels.append(i % 2), inst.append(pid), th.append(True)
         sem[m > 0.5] = i % 2

@@ -6,7 +6,7 @@ matched to the same ground-truth instance id.
 
     multi_pos_cross_entropy(dots [n,m], targets [n,m]) -> scalar  (raw dot products)
     l2_aux_loss(cosines [n,m], targets [n,m])          -> scalar  (margins, hard-negative mining)
-    track_losses(key_embed, ref_embed, key_ids, ref_ids) -> (loss_track, loss_track_aux), unweighted
+    track_losses(key_embed, ref_embed, key_ids, ref_ids) -> (loss_track, loss_track_aux)
 """
 from __future__ import annotations
 
