@@ -228,3 +228,38 @@ def test_compressed_input(graph, tiny_checkpoint):
     out = probe.msgs("semantic")[0]
     assert out.header == msg.header and (out.height, out.width) == (H, W)
     assert "overlay" not in node._pubs
+
+
+def test_moving_object_keeps_its_track_id_through_the_node(graph, tmp_path):
+    """The shipped model on a held-out synthetic sequence, frame by frame through the node:
+    each large moving object seen in every frame keeps one track id on ~all of its frames."""
+    from vknet_core.panoptic_io import read_kitti_step
+    from vknet_ros.params import DEFAULT_MODEL
+    from vknet_training.datasets.base import read_rgb
+    from vknet_training.make_synthetic import make_synthetic
+
+    assert DEFAULT_MODEL.is_file(), f"the shipped model is missing: {DEFAULT_MODEL}"
+    pans = make_synthetic(tmp_path, sequences=1, frames=10, seed=123, split="val")
+    ns = "/cam_track"
+    node = start_node(graph, ns)  # no parameters: the shipped tiny model on the torch backend
+    probe = Probe(graph, ns, outputs=("instance_ids",))
+    assert autostart(node) and probe.wait_subscribed()
+    gts = []
+    for t, pan_path in enumerate(pans):
+        rgb = read_rgb(str(pan_path).replace("_panoptic.png", "_leftImg8bit.png"))
+        gts.append(read_kitti_step(pan_path))
+        probe.pub.publish(image_msg(rgb, sec=500 + t))
+        assert wait_until(lambda: len(probe.msgs("instance_ids")) > t), f"no output for {t}"
+    ids = [image_to_numpy(m) for m in probe.msgs("instance_ids")]
+    # GT instances (thing ids: sem*1000+inst, inst > 0) large in every frame
+    things = set.intersection(*[
+        {int(v) for v, n in zip(*np.unique(g, return_counts=True)) if v % 1000 and n >= 400}
+        for g in gts])
+    assert things, "the held-out sequence has no object visible in every frame"
+    stable = 0
+    for obj in things:
+        votes = [np.bincount(p[g == obj].astype(np.int64)).argmax() for p, g in zip(ids, gts)]
+        tracked = [v for v in votes if v > 0]
+        if len(tracked) >= 0.8 * len(votes) and len(set(tracked)) == 1:
+            stable += 1
+    assert stable >= max(1, len(things) // 2), f"{stable} of {len(things)} objects kept an id"
