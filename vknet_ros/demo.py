@@ -7,7 +7,7 @@ Three nodes in one process, talking through DDS like separate processes would:
                     (sensor_msgs/Image rgb8, reliable, stamped with the publish time) at ``--rate``
   vknet_node        the real node with the shipped ``tiny`` model (PyTorch backend)
   demo_recorder     subscribes ``~/panoptic``, ``~/instance_ids`` and ``~/overlay``
-Writes ``OUT/overlay.gif`` (and ``overlay.mp4`` when imageio's ffmpeg plugin is installed),
+Writes ``OUT/overlay.gif`` and ``overlay.mp4``,
 ``OUT/overlay/*.png``, ``OUT/panoptic/*.png`` (KITTI-STEP: R = class, G*256+B = track id) and
 ``OUT/summary.json``, and prints frames per second and latency (publish -> panoptic received).
 """
@@ -51,15 +51,15 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], gif_fps: float) -> 
     import cv2
     import imageio.v2 as imageio
 
+    from vknet_core.panoptic_io import encode_kitti_step
+
     files: list[str] = []
     (out / "overlay").mkdir(parents=True, exist_ok=True)
     (out / "panoptic").mkdir(parents=True, exist_ok=True)
     overlays = []
     for i, r in enumerate(records):
-        sem, inst = r["semantic"], r["instance_ids"]
-        kitti = np.dstack([sem.astype(np.uint8), (inst >> 8).astype(np.uint8),
-                           (inst & 255).astype(np.uint8)])
-        cv2.imwrite(str(out / "panoptic" / f"{i:06d}.png"), kitti[:, :, ::-1])
+        panoptic = r["semantic"].astype(np.int64) * 1000 + r["instance_ids"]
+        cv2.imwrite(str(out / "panoptic" / f"{i:06d}.png"), encode_kitti_step(panoptic)[..., ::-1])
         if r.get("overlay") is not None:
             overlays.append(r["overlay"])
             cv2.imwrite(str(out / "overlay" / f"{i:06d}.png"), r["overlay"][:, :, ::-1])
@@ -67,11 +67,16 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], gif_fps: float) -> 
     if overlays:
         imageio.mimsave(out / "overlay.gif", overlays, duration=1000.0 / gif_fps, loop=0)
         files.append(str(out / "overlay.gif"))
-        try:
-            imageio.mimsave(out / "overlay.mp4", overlays, fps=gif_fps)
+        h, w = overlays[0].shape[:2]
+        writer = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                 gif_fps, (w, h))
+        if writer.isOpened():
+            for vis in overlays:
+                writer.write(np.ascontiguousarray(vis[..., ::-1]))
+            writer.release()
             files.append(str(out / "overlay.mp4"))
-        except Exception as e:  # no ffmpeg plugin: the GIF is the video
-            log.info("no MP4 written (%s); the GIF has the same frames", type(e).__name__)
+        else:  # an OpenCV build without an MP4 writer: the GIF has the same frames
+            log.info("no MP4 written (OpenCV cannot open an mp4v writer)")
     return files
 
 
@@ -221,7 +226,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{r.fps:.1f} frames/s, latency publish->panoptic mean {r.latency_mean_ms:.1f} ms, "
           f"p95 {r.latency_p95_ms:.1f} ms (pipeline {r.node_pipeline_mean_ms:.1f} ms/frame); "
           f"{r.tracks_seen} tracks, longest {r.longest_track_frames} frames")
-    print(f"demo: wrote {args.out / 'overlay.gif'}, {args.out}/overlay/*.png, "
+    print(f"demo: wrote {args.out / 'overlay.gif'}, {args.out / 'overlay.mp4'}, "
+          f"{args.out}/overlay/*.png, "
           f"{args.out}/panoptic/*.png (KITTI-STEP), {args.out / 'summary.json'}")
     return 0
 
