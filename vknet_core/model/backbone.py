@@ -33,7 +33,21 @@ SWINS = {
 }
 
 
-class ResNetBackbone(nn.Module):
+class _FrozenBNMixin(nn.Module):
+    """``norm_eval``: BatchNorm layers stay in eval mode (frozen statistics) in ``train()``."""
+
+    norm_eval: bool = False
+
+    def train(self, mode: bool = True) -> "_FrozenBNMixin":
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+
+class ResNetBackbone(_FrozenBNMixin):
     """ResNet without avgpool/fc. Parameter names equal torchvision's (and the official keys)."""
 
     def __init__(self, name: str, frozen_stages: int = 1, norm_eval: bool = True):
@@ -54,14 +68,6 @@ class ResNetBackbone(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ResNetBackbone":
-        super().train(mode)
-        if mode and self.norm_eval:  # frozen BN statistics (official norm_eval=True)
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
-
     def forward(self, image: Tensor) -> list[Tensor]:
         """image [B,3,H,W] -> [C2 [B,c2,H/4,W/4], C3 /8, C4 /16, C5 /32]."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(image))))
@@ -72,11 +78,12 @@ class ResNetBackbone(nn.Module):
         return [c2, c3, c4, c5]
 
 
-class MobileNetBackbone(nn.Module):
+class MobileNetBackbone(_FrozenBNMixin):
     """torchvision MobileNetV3 ``features`` cut at strides 4/8/16/32 (the ``tiny`` preset)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, norm_eval: bool = False):
         super().__init__()
+        self.norm_eval = norm_eval
         builder, self.out_channels, self.taps = MOBILENETS[name]
         self.features = builder(weights=None).features[: self.taps[-1] + 1]
 
@@ -120,7 +127,7 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     elif cfg.name in SWINS:
         net = SwinBackbone(cfg.name)
     elif cfg.name in MOBILENETS:
-        net = MobileNetBackbone(cfg.name)
+        net = MobileNetBackbone(cfg.name, cfg.norm_eval)
     else:
         raise ValueError(
             f"unknown backbone {cfg.name!r}; expected one of {sorted(RESNETS) + sorted(SWINS) + sorted(MOBILENETS)}"
