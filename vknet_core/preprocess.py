@@ -30,6 +30,9 @@ class PreprocessConfig:
     net_hw: Optional[tuple[int, int]] = None
     size_divisor: int = 32
     pad_value: tuple[int, int, int] = MEAN_PAD
+    # False: a frame that fits inside net_hw is only padded (the official test never resizes,
+    # and the masks then need no resize back); True: smaller frames are enlarged to fill it.
+    upscale: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def fit_size(orig_hw: tuple[int, int], cfg: PreprocessConfig) -> tuple[tuple[int
     if ph % d or pw % d or ph <= 0 or pw <= 0:
         raise ValueError(f"net_hw must be positive multiples of {d}, got {cfg.net_hw}")
     scale = min(ph / h, pw / w)
+    if not cfg.upscale:
+        scale = min(scale, 1.0)
     rh = min(ph, max(1, int(h * scale + 0.5)))
     rw = min(pw, max(1, int(w * scale + 0.5)))
     return (rh, rw), (ph, pw)

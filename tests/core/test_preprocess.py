@@ -20,13 +20,15 @@ def test_default_pads_camera_size_to_multiple_of_32():
     assert (img[0, 375:] == MEAN_PAD).all() and (img[0, :, 1242:] == MEAN_PAD).all()
 
 
-@pytest.mark.parametrize("hw,net,resized", [
-    ((720, 1280), (384, 1248), (384, 683)),  # height-bound
-    ((200, 1600), (384, 1248), (156, 1248)),  # width-bound
-    ((96, 312), (384, 1248), (384, 1248)),  # exact upscale
+@pytest.mark.parametrize("hw,net,resized,upscale", [
+    ((720, 1280), (384, 1248), (384, 683), False),  # height-bound
+    ((200, 1600), (384, 1248), (156, 1248), False),  # width-bound
+    ((96, 312), (384, 1248), (384, 1248), True),  # exact upscale
+    ((96, 312), (384, 1248), (96, 312), False),  # fits: padded only, never enlarged
+    ((375, 1242), (384, 1248), (375, 1242), False),  # KITTI frame in the KITTI network
 ])
-def test_keep_ratio_fit(hw, net, resized):
-    cfg = PreprocessConfig(net_hw=net)
+def test_keep_ratio_fit(hw, net, resized, upscale):
+    cfg = PreprocessConfig(net_hw=net, upscale=upscale)
     assert fit_size(hw, cfg) == (resized, net)
     rgb = np.full(hw + (3,), 200, np.uint8)
     img, lb = to_model_input(rgb, cfg)
