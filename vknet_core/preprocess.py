@@ -68,7 +68,8 @@ class Letterbox:
         x = maps.reshape(1, -1, *maps.shape[-2:])  # [1, M, h, w]
         x = F.interpolate(x, size=self.pad_hw, mode="bilinear", align_corners=False)
         x = x[:, :, : self.resized_hw[0], : self.resized_hw[1]]
-        x = F.interpolate(x, size=self.orig_hw, mode="bilinear", align_corners=False)
+        if self.resized_hw != self.orig_hw:  # a same-size bilinear resize is the identity
+            x = F.interpolate(x, size=self.orig_hw, mode="bilinear", align_corners=False)
         return x.reshape(*lead, *self.orig_hw)
 
 

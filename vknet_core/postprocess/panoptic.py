@@ -177,9 +177,16 @@ def _may_win(logits: Tensor, scores: Tensor, margin: float = 1e-5) -> Tensor:
     a row whose upper bound is below the best lower bound in every cell wins nowhere. The
     relative margin covers float rounding of the resamples, so the result is exact.
     """
-    def pool5(x: Tensor) -> Tensor:  # separable 5x5 max pool, [R, h, w]
-        x = F.max_pool2d(x[None], (5, 1), stride=1, padding=(2, 0))
-        return F.max_pool2d(x, (1, 5), stride=1, padding=(0, 2))[0]
+    def pool5(x: Tensor) -> Tensor:  # separable 5x5 max pool from shifted maxima, [R, h, w]
+        h, w = x.shape[-2:]
+        p = F.pad(x, (2, 2, 2, 2), value=float("-inf"))  # [R, h+4, w+4]
+        rows = p[:, 0:h, :].clone()
+        for d in range(1, 5):
+            torch.maximum(rows, p[:, d:d + h, :], out=rows)
+        out = rows[:, :, 0:w].clone()
+        for d in range(1, 5):
+            torch.maximum(out, rows[:, :, d:d + w], out=out)
+        return out
 
     hi = pool5(logits).sigmoid()  # [R, h, w]
     lo = (-pool5(-logits)).sigmoid()
@@ -201,7 +208,7 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
     for r0 in range(0, logits.shape[0], max(1, chunk)):
         probs = upsample_logits(logits[r0:r0 + chunk], upsample).sigmoid()  # [r, h', w']
         if letterbox is not None:
-            probs = _rescale(probs, letterbox).contiguous()  # [r, H, W]
+            probs = letterbox.to_original(probs).contiguous()  # [r, H, W]
         # count in uint8 -> int32 (exact up to 2^31 pixels): several times faster than bool sums
         hits = (probs >= mask_thr).view(probs.shape[0], -1).to(torch.uint8)
         original.append(hits.sum(1, dtype=torch.int32).long())
@@ -217,13 +224,6 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
     return best_idx, torch.cat(original)
 
 
-def _rescale(probs: Tensor, lb: Letterbox) -> Tensor:
-    """``Letterbox.to_original``; the last resize is skipped when it is the identity (a
-    same-size bilinear resize returns its input exactly)."""
-    if lb.resized_hw != lb.orig_hw:
-        return lb.to_original(probs)
-    x = F.interpolate(probs[None], size=lb.pad_hw, mode="bilinear", align_corners=False)[0]
-    return x[:, : lb.resized_hw[0], : lb.resized_hw[1]]
 
 
 def semantic_map(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
