@@ -136,6 +136,7 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
         except subprocess.TimeoutExpired:
             proc.kill()
         ex.shutdown(timeout_sec=5.0)
+        spin.join(timeout=5.0)  # no executor thread left running at interpreter exit
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     stages = {k: float(v) for k, v in (diag[-1] if diag else {}).items()
