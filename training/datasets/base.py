@@ -24,14 +24,20 @@ class DatasetFormatError(ValueError):
     """A dataset file is missing or does not have the expected format."""
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An 8-bit colour image file -> uint8 [H, W, 3] RGB, with a clear error if it is not one."""
+def _imread(path: Path, what: str, expected: str) -> np.ndarray:
+    """cv2.imread as stored (any depth/channels), with errors naming the file and the kind."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetFormatError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetFormatError(f"cannot decode image file {path} (expected a PNG/JPEG image)")
+        raise DatasetFormatError(f"{what} file not found: {path}")
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise DatasetFormatError(f"cannot decode {what} file {path} (expected {expected})")
+    return arr
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit colour image file -> uint8 [H, W, 3] RGB, with a clear error if it is not one."""
+    img = _imread(path, "image", "a PNG/JPEG image")
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
         raise DatasetFormatError(
             f"{path}: expected an 8-bit RGB image, got shape {img.shape} dtype {img.dtype}"
@@ -41,12 +47,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_rgb_png_u8(path: Path, what: str) -> np.ndarray:
     """A 3-channel uint8 PNG (a label map) -> uint8 [H, W, 3] in R, G, B order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(f"{what} file not found: {path}")
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise DatasetFormatError(f"cannot decode {what} file {path} (expected a PNG)")
+    arr = _imread(path, what, "a PNG")
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise DatasetFormatError(
             f"{path}: {what} must be a 3-channel uint8 PNG, got shape {arr.shape} "
@@ -57,12 +58,7 @@ def read_rgb_png_u8(path: Path, what: str) -> np.ndarray:
 
 def read_single_channel_png(path: Path, what: str) -> np.ndarray:
     """A single-channel (8 or 16 bit) PNG -> int64 [H, W]."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(f"{what} file not found: {path}")
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise DatasetFormatError(f"cannot decode {what} file {path} (expected a PNG)")
+    arr = _imread(path, what, "a PNG")
     if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
         raise DatasetFormatError(
             f"{path}: {what} must be a single-channel 8/16-bit PNG, got shape {arr.shape} "
