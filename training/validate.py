@@ -17,14 +17,15 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 
-from vknet_core.metrics.stq import STQAccumulator
-from vknet_core.metrics.vpq import VPQAccumulator
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.runtime import TorchBackend
+from vknet_training.evaluate import EvalSettings
+from vknet_training.evaluate import evaluate_model as run_online
 
 log = logging.getLogger(__name__)
 
@@ -37,43 +38,39 @@ def evaluate_model(model: torch.nn.Module, reader: Any, device: str = "cpu",
                    sequences: Optional[Sequence[int]] = None) -> dict[str, Any]:
     """Score ``model`` (a ``VideoKNet``) on every sequence of ``reader`` (a ``VideoReader``).
 
+    The scoring is ``vknet_training.evaluate``'s (one implementation for training-time
+    validation and the evaluation CLI); this returns its headline numbers as a flat dict.
     The model is switched to eval mode for the run and back to its previous mode afterwards.
     """
     was_training = model.training
     lab = model.cfg.labels
-    stq = STQAccumulator(lab.num_classes, lab.thing_train_ids, lab.label_divisor,
-                         lab.ignore_label)
-    vpq = VPQAccumulator(lab.num_classes, lab.thing_train_ids, lab.label_divisor,
-                         lab.ignore_label, ks=VPQ_WINDOWS)
+    settings = EvalSettings.for_dataset(lab.dataset, labels=lab, ks=VPQ_WINDOWS, frame_stride=1)
     seqs = list(sequences if sequences is not None else reader.sequences())[:max_sequences]
     if not seqs:
         raise ValueError(f"{reader!r} has no sequence to evaluate")
+
+    def frames(seq: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n = reader.num_frames(seq)
+        for idx in range(min(n, max_frames) if max_frames else n):
+            yield reader.read_frame(seq, idx)
+
     pipe = VideoPanopticPipeline(TorchBackend(model, device), model.cfg, pipeline_cfg)
-    t0, frames = time.perf_counter(), 0
+    t0 = time.perf_counter()
     try:
-        for seq in seqs:
-            pipe.reset()
-            n = reader.num_frames(seq)
-            for idx in range(min(n, max_frames) if max_frames else n):
-                rgb, gt = reader.read_frame(seq, idx)
-                pred = pipe.step(rgb).panoptic.astype("int64")
-                stq.update(gt, pred, sequence_id=seq)
-                vpq.update(gt, pred, sequence_id=seq)
-                frames += 1
-            vpq.end_sequence(seq)
+        res = run_online((frames(seq) for seq in seqs), pipe, settings, progress=False)
     finally:
         pipe.close()
         model.train(was_training)
-    s, v = stq.result(), vpq.result()
+    vp = res["vpq"]
     out = {
-        "STQ": s["STQ"], "AQ": s["AQ"], "SQ": s["SQ"],
-        "VPQ": v["mean"]["VPQ"], "VPQ_thing": v["mean"]["VPQ_thing"],
-        "VPQ_stuff": v["mean"]["VPQ_stuff"], "VPQ_k0": v["k0"]["VPQ"],
-        "frames": frames, "sequences": len(seqs),
+        "STQ": res["STQ"], "AQ": res["AQ"], "SQ": res["SQ"],
+        "VPQ": vp["mean"]["VPQ"], "VPQ_thing": vp["mean"]["VPQ_thing"],
+        "VPQ_stuff": vp["mean"]["VPQ_stuff"], "VPQ_k0": vp["k0"]["VPQ"],
+        "frames": res["num_frames"], "sequences": res["num_sequences"],
     }
     log.info("validation: %d frames of %d sequences in %.1f s: STQ %.4f AQ %.4f SQ %.4f "
-             "VPQ %s", frames, len(seqs), time.perf_counter() - t0, out["STQ"], out["AQ"],
-             out["SQ"], out["VPQ"])
+             "VPQ %s", out["frames"], len(seqs), time.perf_counter() - t0, out["STQ"],
+             out["AQ"], out["SQ"], out["VPQ"])
     return out
 
 
