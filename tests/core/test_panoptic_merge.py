@@ -187,3 +187,30 @@ def test_bad_shapes_raise_clear_errors():
         panoptic_merge(cls_prob, mask_logits[:5], None, 20, 2)
     with pytest.raises(ValueError, match="thing kernels"):
         panoptic_merge(cls_prob, mask_logits, None, 100, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windowed_rescale_equals_the_whole_map_path(seed):
+    """The windowed owner map (rows rescaled only where they may win or be visible) gives the
+    same segments, areas and map as rescaling every row over the whole frame."""
+    from dataclasses import replace
+
+    from vknet_core.preprocess import Letterbox
+
+    g = torch.Generator().manual_seed(seed)
+    Q, T, K, h, w = 20, 2, 19, 12, 32
+    N = Q + K - T
+    cls = torch.rand(N, K, generator=g) ** 3
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    cy, cx = torch.rand(N, 1, 1, generator=g) * h, torch.rand(N, 1, 1, generator=g) * w
+    rad = 1 + torch.rand(N, 1, 1, generator=g) * 6
+    logits = 8 - 8 * ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() / rad  # blobs with soft edges
+    logits = logits + torch.randn(N, h, w, generator=g)
+    for lb in (Letterbox((90, 250), (90, 250), (96, 256)), Letterbox.identity((96, 256)), None):
+        a = panoptic_merge(cls, logits, lb, Q, T, MergeConfig(), upsample=4)
+        b = panoptic_merge(cls, logits, lb, Q, T, replace(MergeConfig(), windowed=False),
+                           upsample=4)
+        assert torch.equal(a.segment_map, b.segment_map)
+        for f in ("labels", "kernels", "areas", "ranks", "is_thing"):
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+        assert a.num_segments > 2

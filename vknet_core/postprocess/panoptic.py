@@ -36,6 +36,7 @@ class MergeConfig:
     semantic_filter: bool = True  # tracker boxes use (segment AND semantic-thing) pixels
     semantic_filter_crop: bool = True  # False: official direct resize of the padded map
     chunk: int = 16  # masks rescaled per batch (bounds memory; results do not depend on it)
+    windowed: bool = True  # rescale each mask only where it may win or be visible (same result)
 
 
 @dataclass
@@ -137,8 +138,16 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     # Exact pruning: a row that can win no pixel owns nothing and is dropped anyway, so only
     # rows that may win somewhere are rescaled to camera resolution (the expensive part).
     first = first[_may_win(rows, scores[first])]
-    row_owner, row_original = _owner_map(mask_logits.float()[kernels[first]], scores[first],
-                                         letterbox, upsample, cfg.mask_thr, cfg.chunk)
+    rows = mask_logits.float()[kernels[first]]  # [R', h, w]
+    k = _window_factor(rows.shape[-2:], letterbox, upsample) if cfg.windowed else None
+    if k is not None:
+        out_hw = letterbox.orig_hw if letterbox is not None else (
+            rows.shape[-2] * upsample, rows.shape[-1] * upsample)
+        row_owner, row_original = _owner_map_windowed(rows, scores[first], tuple(out_hw),
+                                                      upsample, k, cfg.mask_thr)
+    else:
+        row_owner, row_original = _owner_map(rows, scores[first], letterbox, upsample,
+                                             cfg.mask_thr, cfg.chunk)
     H, W = row_owner.shape
     owner = first[row_owner.flatten()]  # [H*W] candidate index
     owned = torch.bincount(owner, minlength=M)  # [M]
@@ -177,22 +186,82 @@ def _may_win(logits: Tensor, scores: Tensor, margin: float = 1e-5) -> Tensor:
     a row whose upper bound is below the best lower bound in every cell wins nowhere. The
     relative margin covers float rounding of the resamples, so the result is exact.
     """
-    def pool5(x: Tensor) -> Tensor:  # separable 5x5 max pool from shifted maxima, [R, h, w]
-        h, w = x.shape[-2:]
-        p = F.pad(x, (2, 2, 2, 2), value=float("-inf"))  # [R, h+4, w+4]
-        rows = p[:, 0:h, :].clone()
-        for d in range(1, 5):
-            torch.maximum(rows, p[:, d:d + h, :], out=rows)
-        out = rows[:, :, 0:w].clone()
-        for d in range(1, 5):
-            torch.maximum(out, rows[:, :, d:d + w], out=out)
-        return out
-
-    hi = pool5(logits).sigmoid()  # [R, h, w]
-    lo = (-pool5(-logits)).sigmoid()
+    hi = _pool5(logits).sigmoid()  # [R, h, w]
+    lo = (-_pool5(-logits)).sigmoid()
     s = scores.view(-1, 1, 1)
     best_lo = (lo * s).max(0).values * (1 - margin)  # [h, w]
     return ((hi * s) * (1 + margin) >= best_lo).flatten(1).any(1)
+
+
+def _pool5(x: Tensor) -> Tensor:
+    """Separable 5x5 max pool (-inf padding) from shifted maxima; [R, h, w] -> [R, h, w]."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (2, 2, 2, 2), value=float("-inf"))  # [R, h+4, w+4]
+    rows = p[:, 0:h, :].clone()
+    for d in range(1, 5):
+        torch.maximum(rows, p[:, d:d + h, :], out=rows)
+    out = rows[:, :, 0:w].clone()
+    for d in range(1, 5):
+        torch.maximum(out, rows[:, :, d:d + w], out=out)
+    return out
+
+
+def _window_factor(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: int
+                   ) -> Optional[int]:
+    """k when camera pixels are exactly (logits x upsample x k) cropped at the top-left, so a
+    window of logits rescales to the same values as the whole map; None otherwise."""
+    h, w = int(hw[0]), int(hw[1])
+    if letterbox is None:
+        return 1
+    ph, pw = letterbox.pad_hw
+    if letterbox.resized_hw != letterbox.orig_hw or ph % (h * upsample) or pw % (w * upsample):
+        return None
+    k = ph // (h * upsample)
+    return k if k == pw // (w * upsample) and k in (1, 2, 4) else None
+
+
+def _owner_map_windowed(logits: Tensor, scores: Tensor, out_hw: tuple[int, int], upsample: int,
+                        k: int, mask_thr: float, margin: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """``_owner_map`` for the common geometry, rescaling each row only where it matters.
+
+    A row is rescaled (x upsample, sigmoid, x k, exactly the full-map operations) only over the
+    bounding box of the cells where it may win (the ``_may_win`` bounds, per cell) or may be
+    visible (upper bound >= mask_thr); elsewhere it neither owns a pixel nor counts as visible.
+    Windows carry a 2-cell margin, beyond the 1.5-cell reach of the resamples, and the scale
+    factors are powers of two, so the values inside equal the whole-map values bit for bit.
+    """
+    R, h, w = logits.shape
+    H, W = out_hw
+    s = upsample * k  # camera pixels per logit cell
+    hi, lo = _pool5(logits).sigmoid(), (-_pool5(-logits)).sigmoid()  # [R, h, w]
+    sc = scores.view(-1, 1, 1)
+    best_lo = (lo * sc).max(0).values * (1 - margin)  # [h, w]
+    need = ((hi * sc) * (1 + margin) >= best_lo) | (hi * (1 + margin) >= mask_thr)
+    need[:, -(-H // s):, :] = False  # cells wholly outside the camera crop
+    need[:, :, -(-W // s):] = False
+    best_val = torch.full((H, W), -1.0, device=logits.device)
+    best_idx = torch.zeros((H, W), dtype=torch.long, device=logits.device)
+    original = torch.zeros(R, dtype=torch.long, device=logits.device)
+    ys_any, xs_any = need.any(2), need.any(1)  # [R, h], [R, w]
+    for r in range(R):
+        ys, xs = torch.nonzero(ys_any[r]).flatten(), torch.nonzero(xs_any[r]).flatten()
+        if ys.numel() == 0:
+            continue
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        cy0, cy1, cx0, cx1 = max(0, y0 - 2), min(h, y1 + 2), max(0, x0 - 2), min(w, x1 + 2)
+        p = upsample_logits(logits[r:r + 1, cy0:cy1, cx0:cx1], upsample).sigmoid()
+        if k != 1:
+            p = F.interpolate(p[None], size=((cy1 - cy0) * s, (cx1 - cx0) * s),
+                              mode="bilinear", align_corners=False)[0]
+        oy0, oy1, ox0, ox1 = y0 * s, min(y1 * s, H), x0 * s, min(x1 * s, W)
+        tile = p[0, oy0 - cy0 * s: oy1 - cy0 * s, ox0 - cx0 * s: ox1 - cx0 * s]
+        original[r] = int((tile >= mask_thr).to(torch.uint8).sum(dtype=torch.int64))
+        val = tile * scores[r]
+        region_val = best_val[oy0:oy1, ox0:ox1]  # views: updated in place
+        better = val > region_val  # strict: an earlier row keeps a tie
+        torch.where(better, val, region_val, out=region_val)
+        best_idx[oy0:oy1, ox0:ox1].masked_fill_(better, r)
+    return best_idx, original
 
 
 def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], upsample: int,
