@@ -137,14 +137,15 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     rows = mask_logits.float()[kernels[first]]  # [R, h, w]
     # Exact pruning: a row that can win no pixel owns nothing and is dropped anyway, so only
     # rows that may win somewhere are rescaled to camera resolution (the expensive part).
-    first = first[_may_win(rows, scores[first])]
-    rows = mask_logits.float()[kernels[first]]  # [R', h, w]
+    may_win, hi = _cell_bounds(rows, scores[first])  # [R, h, w] each
+    alive = may_win.flatten(1).any(1)  # [R]
+    first, rows, may_win, hi = first[alive], rows[alive], may_win[alive], hi[alive]
     k = _window_factor(rows.shape[-2:], letterbox, upsample) if cfg.windowed else None
     if k is not None:
         out_hw = letterbox.orig_hw if letterbox is not None else (
             rows.shape[-2] * upsample, rows.shape[-1] * upsample)
-        row_owner, row_original = _owner_map_windowed(rows, scores[first], tuple(out_hw),
-                                                      upsample, k, cfg.mask_thr)
+        row_owner, row_original = _owner_map_windowed(rows, scores[first], may_win, hi,
+                                                      tuple(out_hw), upsample, k, cfg.mask_thr)
     else:
         row_owner, row_original = _owner_map(rows, scores[first], letterbox, upsample,
                                              cfg.mask_thr, cfg.chunk)
@@ -176,21 +177,24 @@ def _first_occurrence(kernels: Tensor) -> Tensor:
     return pos[pos < M].sort().values
 
 
-def _may_win(logits: Tensor, scores: Tensor, margin: float = 1e-5) -> Tensor:
-    """[R] bool: rows that can be the arg-max of ``score * rescaled prob`` at some pixel.
+def _cell_bounds(logits: Tensor, scores: Tensor, margin: float = 1e-5
+                 ) -> tuple[Tensor, Tensor]:
+    """Per logit cell: which rows can be the arg-max of ``score * rescaled prob`` there, and an
+    upper bound of each row's rescaled prob. logits [R, h, w], scores [R] -> ([R, h, w] bool,
+    [R, h, w] float).
 
     Every camera pixel is a chain of bilinear resamples (x upsample, to pad size, crop, to
     camera size) of the logits, i.e. a convex combination of logits within 1.5 cells of its
     position, and sigmoid is monotonic. So with 5x5 max/min pools, ``score * sigmoid(max)`` bounds
     a row's value from above and ``score * sigmoid(min)`` from below at every pixel of a cell;
-    a row whose upper bound is below the best lower bound in every cell wins nowhere. The
-    relative margin covers float rounding of the resamples, so the result is exact.
+    a row whose upper bound is below the best lower bound in a cell wins no pixel there. The
+    relative margin covers float rounding of the resamples, so the pruning is exact.
     """
     hi = _pool5(logits).sigmoid()  # [R, h, w]
     lo = (-_pool5(-logits)).sigmoid()
     s = scores.view(-1, 1, 1)
     best_lo = (lo * s).max(0).values * (1 - margin)  # [h, w]
-    return ((hi * s) * (1 + margin) >= best_lo).flatten(1).any(1)
+    return (hi * s) * (1 + margin) >= best_lo, hi
 
 
 def _pool5(x: Tensor) -> Tensor:
@@ -220,23 +224,21 @@ def _window_factor(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: i
     return k if k == pw // (w * upsample) and k in (1, 2, 4) else None
 
 
-def _owner_map_windowed(logits: Tensor, scores: Tensor, out_hw: tuple[int, int], upsample: int,
-                        k: int, mask_thr: float, margin: float = 1e-5) -> tuple[Tensor, Tensor]:
+def _owner_map_windowed(logits: Tensor, scores: Tensor, may_win: Tensor, hi: Tensor,
+                        out_hw: tuple[int, int], upsample: int, k: int, mask_thr: float,
+                        margin: float = 1e-5) -> tuple[Tensor, Tensor]:
     """``_owner_map`` for the common geometry, rescaling each row only where it matters.
 
     A row is rescaled (x upsample, sigmoid, x k, exactly the full-map operations) only over the
-    bounding box of the cells where it may win (the ``_may_win`` bounds, per cell) or may be
-    visible (upper bound >= mask_thr); elsewhere it neither owns a pixel nor counts as visible.
-    Windows carry a 2-cell margin, beyond the 1.5-cell reach of the resamples, and the scale
-    factors are powers of two, so the values inside equal the whole-map values bit for bit.
+    bounding box of the cells where it may win (``may_win`` from ``_cell_bounds``) or may be
+    visible (upper bound ``hi`` >= mask_thr); elsewhere it neither owns a pixel nor counts as
+    visible. Windows carry a 2-cell margin, beyond the 1.5-cell reach of the resamples, and the
+    scale factors are powers of two, so the values inside equal the whole-map values bit for bit.
     """
     R, h, w = logits.shape
     H, W = out_hw
     s = upsample * k  # camera pixels per logit cell
-    hi, lo = _pool5(logits).sigmoid(), (-_pool5(-logits)).sigmoid()  # [R, h, w]
-    sc = scores.view(-1, 1, 1)
-    best_lo = (lo * sc).max(0).values * (1 - margin)  # [h, w]
-    need = ((hi * sc) * (1 + margin) >= best_lo) | (hi * (1 + margin) >= mask_thr)
+    need = may_win | (hi * (1 + margin) >= mask_thr)  # [R, h, w]
     need[:, -(-H // s):, :] = False  # cells wholly outside the camera crop
     need[:, :, -(-W // s):] = False
     best_val = torch.full((H, W), -1.0, device=logits.device)
