@@ -1,8 +1,9 @@
 """One ament_python package ``vknet_ros`` that also installs with plain pip.
 
-The repository folders ``export/`` and ``training/`` install as ``vknet_export`` and
-``vknet_training`` (unique top-level names; DESIGN.md §2). Scripts inside them
-(``python export/to_onnx.py``) import those installed names.
+Every package folder is its import name: ``vknet_core``, ``vknet_export``, ``vknet_training``,
+``vknet_ros``. The folders ``export/`` and ``training/`` hold only the documented command-line
+entries (``python export/to_trt.py ...``), each a few lines that call the package's ``main``;
+nothing imports them, so no module is ever loaded twice.
 """
 from glob import glob
 
@@ -19,7 +20,6 @@ setup(
         "vknet_export", "vknet_training", "vknet_training.datasets",
         "vknet_ros",
     ],
-    package_dir={"vknet_export": "export", "vknet_training": "training"},
     package_data={"vknet_ros": ["models/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),

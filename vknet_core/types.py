@@ -2,7 +2,7 @@
 
 Dim letters (project-wide): B batch, T clip length, N kernels (Q things + stuff), Q thing kernels,
 K classes, C channels, E embedding channels, H x W image, h x w = H/8 x W/8 feature map.
-The field names of ``FrameOutputs`` are the ONNX output names (``export/io_spec.py``).
+The field names of ``FrameOutputs`` are the ONNX output names (``vknet_export/io_spec.py``).
 """
 from __future__ import annotations
 
