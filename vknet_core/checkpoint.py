@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
+from vknet_core.atomic import atomic_path
 from vknet_core.config import VKNetConfig
 from vknet_core.model.vknet import VideoKNet
 
@@ -36,17 +36,9 @@ def checkpoint_dict(model: VideoKNet, extra: Optional[dict[str, Any]] = None) ->
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """torch.save to ``path`` through a temp file in the same folder (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def save_checkpoint(model: VideoKNet, path: PathLike,
