@@ -130,7 +130,7 @@ def test_frame_to_images_keeps_header_and_decodes():
     assert {n: m.encoding for n, m in msgs.items()} == {
         "panoptic": "32SC1", "instance_ids": "16UC1", "semantic": "mono8"}
     assert all(m.header == header and (m.height, m.width) == (4, 6) for m in msgs.values())
-    sem, track = decode_panoptic(msgs["panoptic"])
+    sem, track = decode_panoptic(msgs["panoptic"], 1000)
     assert sem[1, 1] == 13 and track[1, 1] == 7 and sem[0, 0] == 255 and track[0, 0] == 0
     np.testing.assert_array_equal(image_to_numpy(msgs["instance_ids"]), frame().instance_ids)
     with pytest.raises(ValueError, match="unknown output 'depth'"):
