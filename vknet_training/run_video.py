@@ -1,47 +1,82 @@
-"""Offline run: video file or image folder -> KITTI-STEP panoptic PNGs + colour overlay video.
+"""Offline run: video, image folder or ROS 2 bag -> PNGs + overlay video and/or a result bag.
 
     python training/run_video.py --checkpoint m.pt --input drive.mp4 --output out/
     python training/run_video.py --checkpoint m.pt --input frames/ --output out/ --device cuda
+    python training/run_video.py --checkpoint m.pt --input drive_bag --topic /cam/image_raw \\
+        --bag-out out/drive_vknet                      # + --output out/drive for PNGs and video
 
-Writes ``out/panoptic/<name>_panoptic.png`` (R = semantic train id, G * 256 + B = track id, the
-KITTI-STEP format) and ``out/overlay.mp4`` (track ids keep their colour across frames). Image
-folders are read in name order; KITTI-STEP names ``{seq:06d}_{frame:06d}_leftImg8bit.png`` keep
-their stem and the tracker restarts at every new sequence. Video frames are named
-``{seq:06d}_{frame:06d}`` with ``--sequence`` (default 0).
+``--output`` writes ``panoptic/<name>_panoptic.png`` (R = semantic train id, G * 256 + B = track
+id, the KITTI-STEP format) and ``overlay.mp4`` (H.264 where OpenCV can encode it, else mp4v;
+track ids keep their colour across frames). ``--bag-out`` (bag input) writes a rosbag2 folder
+with MCAP storage holding what ``vknet_node`` publishes for the same frames: ``<ns>/labels``
+once, then ``<ns>/panoptic`` (32SC1), ``instance_ids`` (16UC1), ``semantic`` (mono8) and with
+``--bag-overlay`` ``overlay`` (rgb8), each with its input message's header and log time.
+Frames are processed in recorded order, none dropped; tracks reset at a new KITTI-STEP sequence,
+and like the node when a stamp goes back or the resolution changes. Nothing half-written is
+left behind on failure.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
-import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence, Union
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vknet_core import visualize
+from vknet_core.atomic import fresh_output_dir
+from vknet_core.cli import CliError, run_cli
+from vknet_core.image_encodings import labels_doc, output_arrays
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.postprocess.panoptic import MergeConfig
 from vknet_core.preprocess import PreprocessConfig
+from vknet_core.sequence_break import SequenceBreaks
 from vknet_core.types import PanopticFrame
-from vknet_core.visualize import class_palette, overlay
+from vknet_training.bag_writer import (DEFAULT_NAMESPACE, IMAGE_OUTPUTS, ResultBagWriter,
+                                       check_bag_out, check_namespace)
+from vknet_training.frame_sources import FrameSource, open_source
+from vknet_training.overlay_video import OverlayVideo
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
-_KITTI_NAME = re.compile(r"^(\d{6})_(\d{6})_leftImg8bit$")
+PROG = "run_video.py"
 
 
 @dataclass
 class RunSummary:
     frames: int
-    png_dir: Path
+    png_dir: Optional[Path]
     video: Optional[Path]
     seconds: float
     mean_ms: dict[str, float] = field(default_factory=dict)  # per pipeline stage
+    bag: Optional[Path] = None
+    bag_messages: int = 0
+    video_codec: str = ""
+    resets: int = 0
+    source: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        out = []
+        if self.bag is not None:
+            out.append(f"bag {self.bag} ({self.bag_messages} messages)")
+        if self.png_dir is not None:
+            out.append(f"{self.png_dir}")
+        if self.video is not None:
+            out.append(f"{self.video} ({self.video_codec})")
+        return (f"{self.frames} frames from {self.source} in {self.seconds:.1f} s "
+                f"({self.fps:.1f} fps), {self.resets} track resets -> " + ", ".join(out))
 
 
 def kitti_step_png(frame: PanopticFrame) -> np.ndarray:
@@ -53,122 +88,209 @@ def kitti_step_png(frame: PanopticFrame) -> np.ndarray:
     return out
 
 
-def iter_frames(source: Path, sequence: int = 0) -> tuple[Iterator[tuple[str, str, np.ndarray]],
-                                                           Optional[int], Optional[float]]:
-    """(iterator of (sequence key, output stem, rgb uint8 [H,W,3]), frame count, video fps)."""
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {source}")
-
-        def gen_images() -> Iterator[tuple[str, str, np.ndarray]]:
-            for p in files:
-                bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    raise ValueError(f"cannot read image {p}")
-                m = _KITTI_NAME.match(p.stem)
-                seq = m.group(1) if m else ""
-                stem = f"{m.group(1)}_{m.group(2)}" if m else p.stem
-                yield seq, stem, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-        return gen_images(), len(files), None
-    if not source.is_file():
-        raise FileNotFoundError(f"input {source} is neither an image folder nor a video file")
-    cap = cv2.VideoCapture(str(source))
-    if not cap.isOpened():
-        raise ValueError(f"cannot open video {source} (OpenCV has no decoder for it?)")
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    fps = float(cap.get(cv2.CAP_PROP_FPS)) or None
-
-    def gen_video() -> Iterator[tuple[str, str, np.ndarray]]:
-        try:
-            i = 0
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                yield "", f"{sequence:06d}_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                i += 1
-        finally:
-            cap.release()
-
-    return gen_video(), count, fps
+def _labels(pipeline: VideoPanopticPipeline, frame: PanopticFrame, palette: np.ndarray) -> str:
+    """The node's ``~/labels`` JSON; the divisor is the one this frame was encoded with."""
+    lab = pipeline.model_cfg.labels
+    return labels_doc(lab.class_names, lab.thing_train_ids,
+                      [tuple(int(c) for c in palette[i]) for i in range(lab.num_classes)],
+                      label_divisor=frame.label_divisor, ignore_label=lab.ignore_label)
 
 
-def run_pipeline(pipeline: VideoPanopticPipeline, source: Path, output: Path,
-                 write_video: bool = True, fps: Optional[float] = None,
-                 max_frames: Optional[int] = None, sequence: int = 0,
-                 alpha: float = 0.5, progress: bool = True) -> RunSummary:
-    """Run any pipeline (any backend) over ``source`` and write PNGs (+ overlay video)."""
-    frames, count, src_fps = iter_frames(Path(source), sequence)
-    png_dir = Path(output) / "panoptic"
-    png_dir.mkdir(parents=True, exist_ok=True)
-    video_path = Path(output) / "overlay.mp4" if write_video else None
-    fps = fps or src_fps or 10.0
-    palette = class_palette(pipeline.model_cfg.labels.num_classes)
+def _check_options(output: Optional[Path], bag_out: Optional[Path], namespace: str,
+                   fps: Optional[float], max_frames: Optional[int], alpha: float) -> None:
+    if output is None and bag_out is None:
+        raise CliError("nothing to write: give --output (PNGs + overlay video) and/or "
+                       "--bag-out (result bag)")
+    if bag_out is not None:
+        check_bag_out(bag_out)
+        check_namespace(namespace)
+    if output is not None and output.exists() and not output.is_dir():
+        raise CliError(f"--output {output} is a file; expected a folder")
+    if fps is not None and fps <= 0:
+        raise CliError(f"--fps must be > 0, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise CliError(f"--max-frames must be >= 1, got {max_frames}")
+    if not 0.0 <= alpha <= 1.0:
+        raise CliError(f"--alpha must be within 0..1, got {alpha}")
+
+
+def _check_source(src: FrameSource, bag_out: Optional[Path]) -> None:
+    if bag_out is not None and src.kind != "bag":
+        raise CliError(f"--bag-out needs a bag as --input (each output copies its input "
+                       f"message's header and log time); got a {src.kind} source")
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the staged ``panoptic/`` and ``overlay.mp4`` into ``out`` (replacing old ones)."""
+    png = out / "panoptic"
+    if png.exists():
+        png.rename(stage / "panoptic.old")  # removed with the stage
+    (stage / "panoptic").rename(png)
+    if (stage / "overlay.mp4").exists():
+        (stage / "overlay.mp4").replace(out / "overlay.mp4")
+
+
+def run_pipeline(pipeline: VideoPanopticPipeline, source: Union[Path, FrameSource],
+                 output: Optional[Path] = None, write_video: bool = True,
+                 fps: Optional[float] = None, max_frames: Optional[int] = None,
+                 sequence: int = 0, alpha: float = 0.5, progress: bool = True,
+                 topic: Optional[str] = None, bag_out: Optional[Path] = None,
+                 namespace: str = DEFAULT_NAMESPACE, bag_overlay: bool = False) -> RunSummary:
+    """Run any pipeline over ``source`` (a path, or an opened ``FrameSource``); write PNGs and
+    the overlay video under ``output`` and/or the result bag ``bag_out`` (bag inputs)."""
+    output = Path(output) if output is not None else None
+    bag_out = Path(bag_out) if bag_out is not None else None
+    _check_options(output, bag_out, namespace, fps, max_frames, alpha)
+    src = source if isinstance(source, FrameSource) else open_source(Path(source), topic,
+                                                                       sequence)
+    with contextlib.ExitStack() as stack:
+        stack.callback(src.close)
+        _check_source(src, bag_out)
+        bag = stage = video = None
+        if bag_out is not None:
+            stack.enter_context(fresh_output_dir(bag_out.parent))
+            outs = IMAGE_OUTPUTS if bag_overlay else IMAGE_OUTPUTS[:3]
+            bag = stack.enter_context(ResultBagWriter(bag_out, src.typestore, namespace, outs))
+        if output is not None:
+            out = stack.enter_context(fresh_output_dir(output))
+            stage = Path(tempfile.mkdtemp(prefix=".run_video.", suffix=".partial", dir=out))
+            stack.callback(shutil.rmtree, stage, True)
+            (stage / "panoptic").mkdir()
+            if write_video:
+                video = OverlayVideo(stage / "overlay.mp4", fps or src.fps or 10.0)
+                stack.callback(video.close)
+        s = _run_frames(pipeline, src, stage, video, bag, max_frames, alpha, progress)
+        if bag is not None:
+            s.bag, s.bag_messages = bag.finish(), bag.messages
+        if stage is not None:
+            if video is not None:
+                video.close()
+                s.video, s.video_codec = output / "overlay.mp4", video.codec_name
+            _publish(stage, output)
+            s.png_dir = output / "panoptic"
+        return s
+
+
+def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Optional[Path],
+                video: Optional[OverlayVideo], bag: Optional[ResultBagWriter],
+                max_frames: Optional[int], alpha: float, progress: bool) -> RunSummary:
+    import cv2
+
+    palette = visualize.class_palette(pipeline.model_cfg.labels.num_classes)
+    count = src.count
     total = min(count, max_frames) if (count and max_frames) else (count or max_frames)
-    writer = None
     sums: dict[str, float] = {}
-    n = 0
+    n = resets = 0
     last_seq: Optional[str] = None
+    breaks = SequenceBreaks()
+    name = f"{src.kind} {getattr(src, 'topic', '')}".strip()
     t0 = time.perf_counter()
     pipeline.reset()
-    try:
-        for seq, stem, rgb in tqdm(frames, total=total, disable=not progress, unit="frame",
-                                   desc="run_video"):
+    bar = tqdm(total=total, disable=not progress, unit="frame", desc=PROG, dynamic_ncols=True)
+    with bar:
+        for f in src.frames():
             if max_frames is not None and n >= max_frames:
                 break
-            if last_seq is not None and seq != last_seq:
-                pipeline.reset()  # new KITTI-STEP sequence: fresh kernels and track ids
-            last_seq = seq
-            frame = pipeline.step(rgb)
+            reason = breaks.check(f.stamp_ns, f.rgb.shape[:2])
+            if last_seq is not None and f.sequence != last_seq:
+                reason = f"new sequence {f.sequence}"
+            last_seq = f.sequence
+            if reason is not None:
+                pipeline.reset()  # fresh kernels and track ids, as the node does
+                resets += 1
+                log.info("frame %s: %s: tracks reset", f.stem, reason)
+            frame = pipeline.step(f.rgb)
             for k, v in pipeline.last_timings.items():
                 sums[k] = sums.get(k, 0.0) + v
-            png = kitti_step_png(frame)
-            if not cv2.imwrite(str(png_dir / f"{stem}_panoptic.png"), png[..., ::-1]):
-                raise OSError(f"could not write {png_dir / (stem + '_panoptic.png')}")
-            if video_path is not None:
-                vis = overlay(rgb, frame, alpha, palette)
-                if writer is None:
-                    h, w = vis.shape[:2]
-                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             fps, (w, h))
-                    if not writer.isOpened():
-                        raise OSError(f"OpenCV cannot write mp4v video {video_path}")
-                if vis.shape[:2] != (h, w):
-                    vis = cv2.resize(vis, (w, h), interpolation=cv2.INTER_NEAREST)
-                writer.write(np.ascontiguousarray(vis[..., ::-1]))
+            vis = None
+            if video is not None or (bag is not None and "overlay" in bag.outputs):
+                vis = visualize.overlay(f.rgb, frame, alpha, palette)
+            if bag is not None:
+                if not bag.labels_written:
+                    bag.write_labels(_labels(pipeline, frame, palette), f.log_time_ns)
+                arrays = output_arrays(frame)
+                if "overlay" in bag.outputs:
+                    arrays["overlay"] = ("rgb8", vis)
+                bag.write_frame(f.header, f.log_time_ns, arrays)
+            if stage is not None:
+                path = stage / "panoptic" / f"{f.stem}_panoptic.png"
+                if not cv2.imwrite(str(path), kitti_step_png(frame)[..., ::-1]):
+                    raise OSError(f"could not write {path}")
+            if video is not None:
+                video.write(vis)
             n += 1
-    finally:
-        if writer is not None:
-            writer.release()
+            bar.update()
     if n == 0:
-        raise ValueError(f"no frames read from {source}")
-    return RunSummary(frames=n, png_dir=png_dir, video=video_path,
-                      seconds=time.perf_counter() - t0,
-                      mean_ms={k: 1000.0 * v / n for k, v in sums.items()})
+        raise ValueError(f"no frames read from {name}")
+    return RunSummary(frames=n, png_dir=None, video=None, seconds=time.perf_counter() - t0,
+                      mean_ms={k: 1000.0 * v / n for k, v in sums.items()}, resets=resets,
+                      source=name)
 
 
-def run_video(checkpoint: Path, source: Path, output: Path, device: str = "cpu",
-              cfg: PipelineConfig = PipelineConfig(), **kwargs) -> RunSummary:
-    """Checkpoint -> PyTorch pipeline -> ``run_pipeline`` (kwargs as there)."""
-    pipeline = VideoPanopticPipeline.from_checkpoint(checkpoint, device=device, cfg=cfg)
+def load_pipeline(checkpoint: Path, device: str = "cpu",
+                  cfg: Optional[PipelineConfig] = None) -> VideoPanopticPipeline:
+    """Checkpoint -> PyTorch pipeline, padded to the model's size divisor (as the node)."""
+    import torch
+
+    from vknet_core.checkpoint import load_checkpoint
+    from vknet_core.runtime import TorchBackend
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; expected a vknet "
+                                "checkpoint (.pt) written by training/train.py")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    model = load_checkpoint(checkpoint)
+    cfg = cfg or PipelineConfig()
+    pre = dataclasses.replace(cfg.preprocess, size_divisor=model.cfg.size_divisor)
+    return VideoPanopticPipeline(TorchBackend(model, device), model.cfg,
+                                 dataclasses.replace(cfg, preprocess=pre))
+
+
+def run_video(checkpoint: Path, source: Path, output: Optional[Path] = None, device: str = "cpu",
+              cfg: Optional[PipelineConfig] = None, **kwargs) -> RunSummary:
+    """Check the outputs and open the input, then checkpoint -> pipeline -> ``run_pipeline``
+    (kwargs as there)."""
+    _check_options(Path(output) if output is not None else None,
+                   Path(kwargs["bag_out"]) if kwargs.get("bag_out") is not None else None,
+                   kwargs.get("namespace", DEFAULT_NAMESPACE), kwargs.get("fps"),
+                   kwargs.get("max_frames"), kwargs.get("alpha", 0.5))
+    src = open_source(Path(source), kwargs.pop("topic", None), kwargs.get("sequence", 0))
     try:
-        return run_pipeline(pipeline, source, output, **kwargs)
+        _check_source(src, kwargs.get("bag_out"))
+        pipeline = load_pipeline(checkpoint, device, cfg)
+    except BaseException:
+        src.close()
+        raise
+    try:
+        return run_pipeline(pipeline, src, output, **kwargs)
     finally:
         pipeline.close()
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="vknet checkpoint (.pt)")
-    p.add_argument("--input", type=Path, required=True, help="video file or image folder")
-    p.add_argument("--output", type=Path, required=True, help="output folder")
+    p.add_argument("--input", type=Path, required=True,
+                   help="video file, image folder, rosbag2 folder or .mcap file")
+    p.add_argument("--output", type=Path, default=None,
+                   help="folder for panoptic/*.png and overlay.mp4")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument("--net-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input size (multiples of 32); default: the frame padded to 32")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--sequence", type=int, default=0, help="sequence number in video PNG names")
+    p.add_argument("--sequence", type=int, default=0,
+                   help="sequence number in video / bag PNG names")
+    g = p.add_argument_group("ROS 2 bags")
+    g.add_argument("--topic", default=None, help="image topic (sensor_msgs/Image or "
+                   "CompressedImage); required when the bag has several")
+    g.add_argument("--bag-out", type=Path, default=None,
+                   help="write the node's outputs to this new rosbag2 folder (MCAP)")
+    g.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                   help=f"topic prefix in --bag-out (default {DEFAULT_NAMESPACE}, the node's)")
+    g.add_argument("--bag-overlay", action="store_true",
+                   help="also write <namespace>/overlay (rgb8) to --bag-out")
     g = p.add_argument_group("output")
     g.add_argument("--no-video", action="store_true", help="write PNGs only")
     g.add_argument("--fps", type=float, default=None, help="overlay fps (default: source or 10)")
@@ -181,21 +303,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _net_hw(size: Optional[Sequence[int]]) -> Optional[tuple[int, int]]:
+    if size is None:
+        return None
+    if any(v <= 0 or v % 32 for v in size):
+        raise CliError(f"--net-size {size[0]} {size[1]}: expected positive multiples of 32")
+    return (int(size[0]), int(size[1]))
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
-        preprocess=PreprocessConfig(net_hw=tuple(args.net_size) if args.net_size else None),
+        preprocess=PreprocessConfig(net_hw=_net_hw(args.net_size)),
         merge=MergeConfig(instance_score_thr=args.instance_score_thr,
                           overlap_thr=args.overlap_thr, void_as_road=args.void_as_road),
     )
     s = run_video(args.checkpoint, args.input, args.output, args.device, cfg,
                   write_video=not args.no_video, fps=args.fps, max_frames=args.max_frames,
-                  sequence=args.sequence, alpha=args.alpha)
+                  sequence=args.sequence, alpha=args.alpha, topic=args.topic,
+                  bag_out=args.bag_out, namespace=args.namespace, bag_overlay=args.bag_overlay)
     stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.mean_ms.items())
-    print(f"{s.frames} frames in {s.seconds:.1f} s -> {s.png_dir}"
-          + (f", {s.video}" if s.video else "") + f"\nmean per frame: {stages}")
+    print(f"{s.line()}\nmean per frame: {stages}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_cli(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":

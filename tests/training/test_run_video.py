@@ -88,7 +88,7 @@ def test_png_encoding_round_trips_through_the_dataset_decoder():
 
 
 def test_missing_input_is_a_clear_error(tiny_ckpt, tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither an image folder nor a video"):
+    with pytest.raises(FileNotFoundError, match="does not exist; expected a video file"):
         run_video(tiny_ckpt, tmp_path / "nope.mp4", tmp_path / "out", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
