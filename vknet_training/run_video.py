@@ -186,7 +186,7 @@ def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Option
     name = f"{src.kind} {getattr(src, 'topic', '')}".strip()
     t0 = time.perf_counter()
     pipeline.reset()
-    bar = tqdm(total=total, disable=not progress, unit="frame", desc=PROG, dynamic_ncols=True)
+    bar = tqdm(total=total, disable=not progress, unit="frame", desc=name, dynamic_ncols=True)
     with bar:
         for f in src.frames():
             if max_frames is not None and n >= max_frames:

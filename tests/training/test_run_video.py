@@ -45,8 +45,10 @@ def test_image_folder_kitti_names_and_sequences(tiny_ckpt, tmp_path):
     for seq in (3, 4):
         for i, rgb in enumerate(frames(2, seed=seq)):
             cv2.imwrite(str(src / f"{seq:06d}_{i:06d}_leftImg8bit.png"), rgb[..., ::-1])
+            # a KITTI-STEP folder may hold the label PNGs too: they are not frames
+            cv2.imwrite(str(src / f"{seq:06d}_{i:06d}_panoptic.png"), rgb)
     s = run_video(tiny_ckpt, src, tmp_path / "out", progress=False)
-    assert s.frames == 4 and s.video is not None
+    assert s.frames == 4 and s.video is not None and s.resets == 1
     names = sorted(p.name for p in s.png_dir.iterdir())
     assert names == [f"{q:06d}_{i:06d}_panoptic.png" for q in (3, 4) for i in range(2)]
     png = read_png(s.png_dir / names[0])
