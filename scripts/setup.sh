@@ -11,6 +11,6 @@ fi
 .venv/bin/python -m pip install --quiet -r requirements.txt
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 .venv/bin/python - <<'PY'
-import torch, onnxruntime, rclpy  # noqa: F401  (fail here, not in the first test)
+import torch, onnxruntime, rclpy, rosbags  # noqa: F401  (fail here, not in the first test)
 print(f"vknet setup ok: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
 PY
