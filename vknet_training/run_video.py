@@ -189,8 +189,6 @@ def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Option
     bar = tqdm(total=total, disable=not progress, unit="frame", desc=name, dynamic_ncols=True)
     with bar:
         for f in src.frames():
-            if max_frames is not None and n >= max_frames:
-                break
             reason = breaks.check(f.stamp_ns, f.rgb.shape[:2])
             if last_seq is not None and f.sequence != last_seq:
                 reason = f"new sequence {f.sequence}"
@@ -220,6 +218,8 @@ def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Option
                 video.write(vis)
             n += 1
             bar.update()
+            if max_frames is not None and n >= max_frames:
+                break  # before decoding another frame
     if n == 0:
         raise ValueError(f"no frames read from {name}")
     return RunSummary(frames=n, png_dir=None, video=None, seconds=time.perf_counter() - t0,

@@ -114,6 +114,37 @@ def test_bag_values_equal_the_pipeline_with_node_resets(tiny_ckpt, tmp_path, cap
     assert reasons == ["time jumped back by 6.000 s", "resolution changed from 160x96 to 96x64"]
 
 
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8", "mono16"])
+def test_camera_encodings_decode_as_in_the_node(frames, tmp_path, encoding):
+    """Raw encodings with row padding (and big-endian 16-bit data) come out as the node sees
+    them: the same RGB as the original frame (grey for mono)."""
+    from tests.training.bag_files import camera_msg
+    from vknet_training.bag_reader import ImageBag, typestore
+
+    ts = typestore()
+    rgb = frames[0]
+    h, w = rgb.shape[:2]
+    grey = (rgb.astype(np.uint16).sum(2) // 3).astype(np.uint8)
+    planes = {"bgr8": rgb[..., ::-1], "rgba8": np.dstack([rgb, np.full((h, w), 7, np.uint8)]),
+              "bgra8": np.dstack([rgb[..., ::-1], np.zeros((h, w), np.uint8)]),
+              "mono8": grey[..., None], "mono16": (grey.astype(">u2") * 257)[..., None]}
+    arr = planes[encoding]
+    row = arr.reshape(h, -1).view(np.uint8)
+    padded = np.concatenate([row, np.full((h, 6), 99, np.uint8)], 1)  # step > width * bpp
+    msg = camera_msg(rgb, 5 * 10**9)
+    msg.encoding, msg.step, msg.data = encoding, padded.shape[1], padded.reshape(-1)
+    msg.is_bigendian = int(encoding == "mono16")
+    from rosbags.rosbag2 import Writer
+
+    with Writer(tmp_path / "enc", version=8) as wr:
+        c = wr.add_connection(TOPIC, msg.__msgtype__, typestore=ts)
+        wr.write(c, 1, ts.serialize_cdr(msg, msg.__msgtype__))
+    with ImageBag.open(tmp_path / "enc") as bag:
+        (f,) = list(bag.frames())
+    expect = np.repeat(grey[..., None], 3, 2) if encoding.startswith("mono") else rgb
+    np.testing.assert_array_equal(f.rgb, expect)
+
+
 def test_overlay_video_codec_is_reported(tiny_ckpt, frames, tmp_path):
     import cv2
 
@@ -179,10 +210,10 @@ def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, caps
         rec = write_camera_bag(tmp_path / "ok", frames[:2])
         ts = bf.typestore()
         msg = ts.deserialize_cdr(rec.raw[1], rec.msgtype)
-        msg.encoding = "yuv422_yuy2"
+        msg.encoding = "64FC1"
         write_camera_bag(bag, frames[:2], corrupt={1: bytes(ts.serialize_cdr(msg,
                                                                             rec.msgtype))})
-        expect = "message 1 of .*unsupported image encoding 'yuv422_yuy2'"
+        expect = "message 1 of .*unsupported image encoding '64FC1'"
     else:
         write_camera_bag(bag, frames[:1])
         (bag / "metadata.yaml").unlink()
