@@ -171,7 +171,7 @@ def run_main(args, capsys):
     return rc, lines
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt_yaml", "corrupt_db", "no_topic",
+@pytest.mark.parametrize("case", ["missing", "corrupt_yaml", "corrupt_db", "cut_mcap", "no_topic",
                                   "not_image", "several", "truncated", "bad_encoding",
                                   "no_metadata"])
 def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, capsys, case):
@@ -187,6 +187,11 @@ def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, caps
         write_camera_bag(bag, frames[:1])
         (bag / "drive.db3").write_bytes(b"\0" * 4096)
         expect = "cannot read bag .*file is not a database"
+    elif case == "cut_mcap":  # recording killed before the MCAP footer was written
+        rec = write_camera_bag(tmp_path / "rec", frames[:2], storage="mcap-file")
+        bag = tmp_path / "cut.mcap"
+        bag.write_bytes(rec.path.read_bytes()[:-100])
+        expect = "cannot read bag .*cut.mcap: .*expected a rosbag2 folder"
     elif case == "no_topic":
         write_camera_bag(bag, frames[:1])
         topic = "/cam_rear/image_raw"
