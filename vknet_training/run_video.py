@@ -121,13 +121,16 @@ def _check_source(src: FrameSource, bag_out: Optional[Path]) -> None:
 
 
 def _publish(stage: Path, out: Path) -> None:
-    """Move the staged ``panoptic/`` and ``overlay.mp4`` into ``out`` (replacing old ones)."""
+    """Move the staged ``panoptic/`` and ``overlay.mp4`` into ``out``; what an earlier run left
+    there is replaced (an old video too when this run wrote none), so ``out`` is this run's."""
     png = out / "panoptic"
     if png.exists():
         png.rename(stage / "panoptic.old")  # removed with the stage
     (stage / "panoptic").rename(png)
     if (stage / "overlay.mp4").exists():
         (stage / "overlay.mp4").replace(out / "overlay.mp4")
+    else:
+        (out / "overlay.mp4").unlink(missing_ok=True)
 
 
 def run_pipeline(pipeline: VideoPanopticPipeline, source: Union[Path, FrameSource],

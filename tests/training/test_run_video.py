@@ -73,6 +73,12 @@ def test_video_file_input_and_cli(tiny_ckpt, tmp_path):
     assert names == [f"000007_{i:06d}_panoptic.png" for i in range(3)]
     assert read_png(out / "panoptic" / names[0]).shape == (60, 90, 3)
     assert count_video_frames(out / "overlay.mp4") == 3
+    # a second run into the same folder replaces the results (no stale PNGs, no staging left)
+    assert main(["--checkpoint", str(tiny_ckpt), "--input", str(video), "--output", str(out),
+                 "--max-frames", "2", "--no-video"]) == 0
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == [
+        f"000000_{i:06d}_panoptic.png" for i in range(2)]
+    assert sorted(p.name for p in out.iterdir()) == ["panoptic"]  # the old video went too
 
 
 def test_png_encoding_round_trips_through_the_dataset_decoder():
