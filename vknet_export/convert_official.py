@@ -131,7 +131,7 @@ def convert_official(preset: str, input_path: Path, output: Path,
 
 
 def parse_args(argv: Optional[list[str]]) -> Any:
-    ap = ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="convert_official.py", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS), help="model preset")
     ap.add_argument("--input", required=True, type=Path, help="official .pth checkpoint")
     ap.add_argument("--output", required=True, type=Path, help="vknet checkpoint to write")

@@ -156,7 +156,7 @@ def read_metadata(onnx_path: Union[str, Path]) -> tuple[VKNetConfig, IOSpec]:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="vknet checkpoint (.pt)")
     src.add_argument("--preset", choices=sorted(PRESETS),

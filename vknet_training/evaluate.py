@@ -85,7 +85,8 @@ def evaluate_folders(
         log.warning("%d prediction frames in %s have no GT and are not scored", extra, pred_dir)
 
     scorer = Scorer(s)
-    with tqdm(total=len(gt), desc="evaluate", unit="frame", disable=None if progress else True) as bar:
+    with tqdm(total=len(gt), desc="evaluate", unit="frame",
+              disable=None if progress else True) as bar:
         for q in gt.sequences():
             pred_frames = dict(zip(pred.frames(q), pred.read(q)))  # one sequence at a time
             for f, g in zip(gt.frames(q), gt.read(q)):
@@ -183,6 +184,18 @@ def check_label_space(model_labels: Any, dataset: str) -> None:
         )
 
 
+def open_reader(dataset: str, data: str | Path, split: str, model_name: str) -> Any:
+    """The dataset reader for a model; a failure names the model's dataset (a checkpoint of
+    another preset than the data is the usual cause)."""
+    from vknet_training.datasets import build_reader
+
+    try:
+        return build_reader(dataset, data, split)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"{e} [the model ({model_name}) is for {dataset}: --data must be a "
+                      f"{dataset} root]") from None
+
+
 def evaluate_dataset(
     data: str | Path,
     split: str,
@@ -205,7 +218,6 @@ def evaluate_dataset(
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of checkpoint or onnx")
     from vknet_core.pipeline import VideoPanopticPipeline
-    from vknet_training.datasets import build_reader
 
     if checkpoint is not None:
         pipeline = VideoPanopticPipeline.from_checkpoint(checkpoint, device=device)
@@ -219,7 +231,7 @@ def evaluate_dataset(
         dataset = dataset or labels.dataset
         check_label_space(labels, dataset)
         s = EvalSettings.for_dataset(dataset, labels=labels, **overrides)
-        reader = build_reader(dataset, data, split)
+        reader = open_reader(dataset, data, split, pipeline.model_cfg.name)
         seqs = reader.sequences()[:max_sequences]
         if not seqs:
             raise ValueError(f"{reader!r} has no sequence to evaluate")
@@ -234,6 +246,7 @@ def evaluate_dataset(
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(
+        prog="evaluate.py",
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     g = p.add_argument_group("score prediction files (mode b)")

@@ -171,7 +171,7 @@ def plot_curves(metrics: Path, out: Path, smooth_window: Optional[int] = None) -
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="plot_curves.py", description=__doc__.split("\n\n")[0])
     p.add_argument("metrics", type=Path, help="metrics.jsonl written by training/train.py")
     p.add_argument("--out", type=Path, help="PNG to write (default: curves.png beside metrics)")
     p.add_argument("--smooth", type=int, help="moving-average window (default: len/25)")

@@ -130,7 +130,7 @@ def _on_off(text: str) -> bool:
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     """Flags named as the ``TrainConfig`` fields; defaults read from the dataclass."""
-    p = ArgumentParser(description=description,
+    p = ArgumentParser(prog="train.py", description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def add(group: Any, flag: str, help: str, **kw: Any) -> None:

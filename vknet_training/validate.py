@@ -26,7 +26,9 @@ from vknet_core.cli import ArgumentParser, run_cli
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.runtime import TorchBackend
 from vknet_training.eval_settings import EvalSettings
-from vknet_training.evaluate import check_label_space, evaluate_model, reader_sequences
+from vknet_training.evaluate import (
+    check_label_space, evaluate_model, open_reader, reader_sequences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +78,17 @@ def validate_checkpoint(checkpoint: Path, data: Path, split: str = "val", device
                         max_sequences: Optional[int] = None) -> dict[str, Any]:
     """Load ``checkpoint`` and score it on ``split`` of ``data`` (the checkpoint's dataset)."""
     from vknet_core.checkpoint import load_checkpoint
-    from vknet_training.datasets import build_reader
 
     if not Path(data).is_dir():
         raise FileNotFoundError(f"--data {data}: no such folder (expected a dataset root)")
     model = load_checkpoint(checkpoint)
-    reader = build_reader(model.cfg.labels.dataset, data, split)
+    reader = open_reader(model.cfg.labels.dataset, data, split, model.cfg.name)
     return validate_model(model, reader, device, max_sequences=max_sequences)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = ArgumentParser(description="Score a vknet checkpoint on a video dataset split "
-                       "(STQ, AQ, SQ, VPQ) with the online pipeline.")
+    p = ArgumentParser(prog="validate.py", description="Score a vknet checkpoint on a video "
+                       "dataset split (STQ, AQ, SQ, VPQ) with the online pipeline.")
     p.add_argument("--checkpoint", type=Path, required=True, help="vknet checkpoint (.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset root")
     p.add_argument("--split", default="val", help="split folder (default val)")
