@@ -68,7 +68,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5, min_step: float = 1.0) -> list[
     """About ``n`` round tick values (1, 2 or 5 x 10^k apart, at least ``min_step``) inside
     [lo, hi]; iterations are whole numbers, so the default never gives 0.5."""
     span = max(hi - lo, 1e-12)
-    raw = span / max(n - 1, 1)
+    raw = span / n
     step = 10 ** math.floor(math.log10(raw))
     step = max(step * next(m for m in (1, 2, 5, 10) if m * step >= raw), min_step)
     first = math.ceil(lo / step - 1e-9) * step
