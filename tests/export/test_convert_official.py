@@ -11,7 +11,8 @@ from vknet_export.convert_official import (
     UnsafeCheckpointError, check_dataset, main, official_datasets, read_official,
 )
 
-KITTI_EXP = "video_knet_s3_r50_rpn_1x_kitti_step_sigmoid_stride2_mask_embed_link_ffn_joint_train.py"
+KITTI_EXP = ("video_knet_s3_r50_rpn_1x_kitti_step_sigmoid_stride2_mask_embed_link_ffn"
+             "_joint_train.py")
 
 
 @pytest.mark.parametrize("meta, expected", [
