@@ -91,6 +91,7 @@ def test_non_finite_loss_stops(data, tmp_path):
     cfg = _cfg(data, tmp_path / "nan", loss=replace(LossConfig(), rpn_seg=float("inf")))
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0: .*loss_rpn_seg="):
         train(cfg)
+    assert not cfg.out.exists()  # failed before its first checkpoint: the run folder is gone
 
 
 def test_cli_writes_checkpoint_curves_validation_and_tensorboard(data, tmp_path):
