@@ -149,7 +149,7 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
     dataset = PairDataset(reader, mcfg, crop=cfg.crop, scale=cfg.scale, train=True,
                           seed=cfg.seed)
     check_enough_items(len(dataset), ctx, per_rank)
-    dataset[0]  # read one pair now: unreadable images or labels fail before --out is touched
+    _ = dataset[0]  # read one pair now: unreadable images or labels fail before --out is touched
     val_reader = (build_reader(mcfg.labels.dataset, cfg.val_data, cfg.val_split)
                   if cfg.val_data is not None else None)
     criterion = VideoKNetCriterion(mcfg, cfg.loss, reduce_mean=ctx.mean)
