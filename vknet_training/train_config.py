@@ -105,9 +105,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.init is not None and cfg.resume is not None:
         raise ValueError("give --init (new run from weights) or --resume (continue a run), "
                          "not both")
-    for flag, path in (("--init", cfg.init),):
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{flag} {path}: no such checkpoint file")
+    if cfg.init is not None and not Path(cfg.init).is_file():
+        raise FileNotFoundError(f"--init {cfg.init}: no such checkpoint file")
 
 
 # ----------------------------------------------------------------------------- command line
