@@ -3,7 +3,7 @@
 Every CLI is ``main(argv) -> int`` around a typed function that tests call directly::
 
     def main(argv: Sequence[str] | None = None) -> int:
-        args = parse_args(argv)               # argparse errors: usage + one line, exit 2
+        args = parse_args(argv)               # cli.ArgumentParser: one line, exit 2
         return run_cli("train.py", lambda: train(args_to_config(args)))
 
 Errors the user can fix (a missing or corrupt file, a wrong preset, a bad value) print as
@@ -14,9 +14,10 @@ Outputs go through ``vknet_core.atomic`` so that a failure leaves nothing behind
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -60,3 +61,14 @@ def _one_line(e: BaseException) -> str:
         return type(e).__name__
     more = f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""
     return lines[0] + more
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``prog: error: <message> (see prog --help)``, exit 2.
+
+    argparse's default prints the whole usage block first; a wrong flag is one line like every
+    other user error (``--help`` still prints the full usage).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -1,19 +1,22 @@
 """Print a model's parameters (total and per part) and GMACs at a given input size.
 
     python -m vknet_core.summary kitti_step_r50 --height 384 --width 1248
+    python -m vknet_core.summary --checkpoint m.pt          # the model a checkpoint describes
 
 The last line is a JSON object (``params``, ``params_per_part``, ``gmacs``, ``height``, ``width``).
 """
 from __future__ import annotations
 
-import argparse
 import json
-from typing import Any, Optional
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vknet_core.config import PRESETS
+from vknet_core.cli import ArgumentParser, run_cli
+from vknet_core.config import PRESETS, VKNetConfig, get_preset
 from vknet_core.model.vknet import build_model, VideoKNet
 
 PARTS = ("backbone", "fpn", "sem_fpn", "kernel_head", "stages", "linker", "embed_head")
@@ -36,28 +39,46 @@ def count_gmacs(model: VideoKNet, height: int, width: int) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def summarize(preset: str, height: int, width: int) -> dict[str, Any]:
-    if height % 32 or width % 32:
-        raise ValueError(f"height and width must be multiples of 32, got {height}x{width}")
-    model = build_model(preset).eval()
-    per = count_params(model)
-    return {"preset": preset, "params": sum(per.values()), "params_per_part": per,
-            "gmacs": round(count_gmacs(model, height, width), 3), "height": height, "width": width}
+def checkpoint_config(path: Union[str, Path]) -> VKNetConfig:
+    """The config stored in a vknet checkpoint (its weights are not needed for a summary)."""
+    from vknet_core.checkpoint import read_checkpoint
+
+    cfg = VKNetConfig.from_dict(read_checkpoint(path)["config"])
+    return replace(cfg, backbone=replace(cfg.backbone, pretrained=""))
+
+
+def summarize(model: Union[str, VKNetConfig], height: int, width: int) -> dict[str, Any]:
+    """Parameters per part and GMACs of a preset name or config at ``height`` x ``width``."""
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise ValueError(f"height and width must be positive multiples of 32, got "
+                         f"{height}x{width} (e.g. 384x1248)")
+    cfg = get_preset(model) if isinstance(model, str) else model
+    net = build_model(cfg).eval()
+    per = count_params(net)
+    return {"preset": cfg.name, "params": sum(per.values()), "params_per_part": per,
+            "gmacs": round(count_gmacs(net, height, width), 3), "height": height, "width": width}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("preset", choices=sorted(PRESETS), help="model preset")
+    ap = ArgumentParser(prog="vknet_core.summary", description=__doc__.splitlines()[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("preset", nargs="?", choices=sorted(PRESETS), help="model preset")
+    src.add_argument("--checkpoint", type=Path, help="vknet checkpoint: summarise its model")
     ap.add_argument("--height", type=int, default=384, help="input height (multiple of 32)")
     ap.add_argument("--width", type=int, default=1248, help="input width (multiple of 32)")
     args = ap.parse_args(argv)
-    s = summarize(args.preset, args.height, args.width)
-    print(f"{s['preset']} at {s['height']}x{s['width']}")
-    for part, n in s["params_per_part"].items():
-        print(f"  {part:12s} {n:>12,d} params")
-    print(f"  {'total':12s} {s['params']:>12,d} params, {s['gmacs']:.2f} GMACs")
-    print(json.dumps(s))
-    return 0
+
+    def body() -> int:
+        model = args.preset if args.checkpoint is None else checkpoint_config(args.checkpoint)
+        s = summarize(model, args.height, args.width)
+        print(f"{s['preset']} at {s['height']}x{s['width']}")
+        for part, n in s["params_per_part"].items():
+            print(f"  {part:12s} {n:>12,d} params")
+        print(f"  {'total':12s} {s['params']:>12,d} params, {s['gmacs']:.2f} GMACs")
+        print(json.dumps(s))
+        return 0
+
+    return run_cli("vknet_core.summary", body)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from vknet_core.config import VKNetConfig
+from vknet_core.atomic import atomic_path
+from vknet_core.cli import ArgumentParser, run_cli
+from vknet_core.config import PRESETS, VKNetConfig
 from vknet_core.model.vknet import FrameStep, VideoKNet
 from vknet_export.io_spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec, dummy_inputs, io_spec
 
@@ -79,18 +79,15 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
     step = FrameStep(model.cpu().eval()).eval()
     sample = dummy_inputs(spec, seed=0)
     args = tuple(torch.from_numpy(sample[n]) for n in INPUT_NAMES)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with atomic_path(output) as tmp:  # renamed onto output only when every check passed
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings on shape ints: shapes are fixed
             torch.onnx.export(
-                step, args, tmp, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                opset_version=opset, dynamic_axes=spec.dynamic_axes(), do_constant_folding=True,
-                dynamo=False,
+                step, args, str(tmp), input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES), opset_version=opset,
+                dynamic_axes=spec.dynamic_axes(), do_constant_folding=True, dynamo=False,
             )
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         proto = fold_constants(proto)  # fixed size: everything but the network; dynamic: less
         for key, value in ((META_CONFIG, json.dumps(cfg.to_dict())), (META_HEIGHT, str(height)),
                            (META_WIDTH, str(width)), (META_DYNAMIC, str(int(dynamic)))):
@@ -102,15 +99,8 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
         if check_trt_ops and not report.ok:
             raise RuntimeError(
                 f"exported graph has ops TensorRT cannot take:\n{report.describe()}")
-        onnx.save(proto, tmp)
+        onnx.save(proto, str(tmp))
         diffs = smoke_run(tmp, step, spec)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     log.info("wrote %s (%.1f MB)", output, output.stat().st_size / 1e6)
     return ExportResult(output, spec, dict(report.op_counts), diffs)
 
@@ -166,10 +156,11 @@ def read_metadata(onnx_path: Union[str, Path]) -> tuple[VKNetConfig, IOSpec]:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="vknet checkpoint (.pt)")
-    src.add_argument("--preset", help="preset name with random weights (tests, benchmarks)")
+    src.add_argument("--preset", choices=sorted(PRESETS),
+                     help="preset name with random weights (tests, benchmarks)")
     p.add_argument("--height", type=int, required=True, help="network input height (x32)")
     p.add_argument("--width", type=int, required=True, help="network input width (x32)")
     p.add_argument("--output", type=Path, required=True, help="output .onnx path")
@@ -179,20 +170,30 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def export_cli(args: argparse.Namespace) -> ExportResult:
+    """What ``main`` runs: arguments checked before the model is built or a file written."""
+    if args.height <= 0 or args.width <= 0 or args.height % 32 or args.width % 32:
+        raise ValueError(f"--height and --width must be positive multiples of 32, got "
+                         f"{args.height}x{args.width} (e.g. 384x1248)")
+    if args.output.is_dir():
+        raise IsADirectoryError(f"--output {args.output} is a folder; expected a .onnx path")
+    model = load_model(args.checkpoint, args.preset, args.seed)
+    return export_model(model, args.output, args.height, args.width, args.opset, args.dynamic)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        model = load_model(args.checkpoint, args.preset, args.seed)
-        res = export_model(model, args.output, args.height, args.width, args.opset, args.dynamic)
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
-        log.error("export failed: %s", e)
-        return 1
-    print(f"wrote {res.path}: {sum(res.op_counts.values())} nodes, "
-          f"inputs {[(t.name, list(t.shape), t.dtype) for t in res.spec.inputs]}")
-    print("ORT vs PyTorch max abs diff: "
-          + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items()))
-    return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def body() -> int:
+        res = export_cli(args)
+        print(f"wrote {res.path}: {sum(res.op_counts.values())} nodes, "
+              f"inputs {[(t.name, list(t.shape), t.dtype) for t in res.spec.inputs]}")
+        print("ORT vs PyTorch max abs diff: "
+              + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items()))
+        return 0
+
+    return run_cli("to_onnx.py", body)
 
 
 if __name__ == "__main__":

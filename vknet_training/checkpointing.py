@@ -4,6 +4,7 @@
         -> run/last.pt        (``vknet_core.save_checkpoint``: loadable with ``load_checkpoint``)
            run/last.state.pt  (optimizer, LR scheduler, AMP scaler, step)
     step = load_training_state(run / "last.pt", model, optimizer, scheduler, scaler)
+    load_init_weights(model, "other.pt")   # --init: weights only, shapes must fit
 
 Both files are written atomically, the state file first, so a crash never leaves a model file
 whose state file belongs to another step.
@@ -69,7 +70,11 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
         raise ValueError(f"--resume: {path} holds preset {ckpt['config']['name']!r}, "
                          f"but this run trains {model.cfg.name!r}")
     model.load_state_dict(ckpt["model"], strict=True)
-    state = torch.load(state_path(path), map_location="cpu", weights_only=False)
+    try:  # our own file: plain tensors, numbers and dicts, so the safe loader reads it
+        state = torch.load(state_path(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise ValueError(f"{state_path(path)} is not a readable training state file "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{state_path(path)} is not a training state file "
                          f"(expected format {STATE_FORMAT!r})")
@@ -83,3 +88,30 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
                          f"(step {step}) do not belong together")
     log.info("resumed from %s at step %d", path, step)
     return step
+
+
+def load_init_weights(model: torch.nn.Module, path: Union[str, Path]) -> tuple[int, int]:
+    """``--init``: copy the weights of a vknet checkpoint whose tensors fit ``model``.
+
+    Keys the model lacks or the file lacks are skipped (e.g. another backbone's extras) and
+    counted; a tensor of another shape, or no shared key at all, is a ``ValueError`` naming
+    the file's preset and the first mismatch (not torch's one line per tensor).
+    Returns (keys missing in the file, keys unused from the file).
+    """
+    ckpt = read_checkpoint(path)
+    theirs: dict[str, torch.Tensor] = ckpt["model"]
+    ours = model.state_dict()
+    name = ckpt.get("config", {}).get("name", "?")
+    want = getattr(getattr(model, "cfg", None), "name", "?")
+    bad = [k for k in theirs if k in ours and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    shared = [k for k in theirs if k in ours]
+    if bad or not shared:
+        detail = (f"{len(bad)} of {len(shared)} shared tensors differ in shape, e.g. {bad[0]}: "
+                  f"{tuple(theirs[bad[0]].shape)} in the file vs {tuple(ours[bad[0]].shape)}"
+                  if bad else "no tensor name in common")
+        raise ValueError(f"--init {path} holds preset {name!r}, whose weights do not fit preset "
+                         f"{want!r}: {detail}; use a checkpoint of the same preset")
+    missing, _ = model.load_state_dict({k: theirs[k] for k in shared}, strict=False)
+    log.info("initialised from %s (preset %s; %d model keys not in the file, %d file keys "
+             "unused)", path, name, len(missing), len(theirs) - len(shared))
+    return len(missing), len(theirs) - len(shared)

@@ -25,153 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Optional, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from vknet_core.config import LabelConfig, get_preset
-from vknet_core.metrics import STQAccumulator, VPQAccumulator
+from vknet_core.atomic import write_text_atomic
+from vknet_core.cli import ArgumentParser, run_cli
 from vknet_core.panoptic_io import FORMATS, PanopticFolder
 from vknet_core.types import PanopticFrame
+from vknet_training.eval_settings import DATASET_PRESETS, EvalSettings
 from vknet_training.eval_table import format_table
+from vknet_training.scorer import Scorer
 
 log = logging.getLogger(__name__)
-
-DATASET_PRESETS = {
-    "kitti_step": "kitti_step_r50",
-    "cityscapes_vps": "cityscapes_vps_r50",
-    "vipseg": "vipseg_r50",
-}
-# (ks, frame_stride): VPQ windows as frame gaps between annotated frames
-DATASET_WINDOWS = {
-    "kitti_step": ((0, 1, 2, 3), 1),
-    "cityscapes_vps": ((0, 5, 10, 15), 5),
-    "vipseg": ((0, 1, 3, 5, 7), 1),
-}
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Label space and metric conventions of one evaluation."""
-
-    dataset: str
-    class_names: tuple[str, ...]
-    things: tuple[int, ...]
-    label_divisor: int = 1000
-    ignore_label: int = 255
-    ks: tuple[int, ...] = (0,)
-    frame_stride: int = 1
-    mask_void: bool = False
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @staticmethod
-    def for_dataset(
-        dataset: str,
-        labels: Optional[LabelConfig] = None,
-        things: Optional[Sequence[int]] = None,
-        ks: Optional[Sequence[int]] = None,
-        frame_stride: Optional[int] = None,
-        label_divisor: Optional[int] = None,
-        mask_void: bool = False,
-    ) -> "EvalSettings":
-        """Defaults of ``dataset`` (its preset's labels, VPQ windows), with explicit overrides."""
-        if dataset not in DATASET_PRESETS:
-            raise ValueError(
-                f"unknown dataset format {dataset!r}; expected one of {sorted(DATASET_PRESETS)}"
-            )
-        labels = labels or get_preset(DATASET_PRESETS[dataset]).labels
-        dks, dstride = DATASET_WINDOWS[dataset]
-        return EvalSettings(
-            dataset=dataset,
-            class_names=tuple(labels.class_names),
-            things=tuple(int(t) for t in (labels.thing_train_ids if things is None else things)),
-            label_divisor=int(label_divisor or labels.label_divisor),
-            ignore_label=int(labels.ignore_label),
-            ks=tuple(int(k) for k in (dks if ks is None else ks)),
-            frame_stride=int(dstride if frame_stride is None else frame_stride),
-            mask_void=mask_void,
-        )
-
-
-class Scorer:
-    """STQ and VPQ accumulated together, frame by frame, one sequence after another."""
-
-    def __init__(self, s: EvalSettings):
-        self.settings = s
-        self.stq = STQAccumulator(
-            s.num_classes, s.things, s.label_divisor, s.ignore_label, mask_void=s.mask_void
-        )
-        self.vpq = VPQAccumulator(
-            s.num_classes,
-            s.things,
-            s.label_divisor,
-            s.ignore_label,
-            ks=s.ks,
-            frame_stride=s.frame_stride,
-        )
-        self.num_frames = 0
-        self.sequences: list[Hashable] = []
-
-    def update(self, gt: np.ndarray, pred: np.ndarray, sequence_id: Hashable) -> None:
-        if not self.sequences or self.sequences[-1] != sequence_id:
-            if self.sequences:
-                self.vpq.end_sequence(self.sequences[-1])
-            self.sequences.append(sequence_id)
-        self.stq.update(gt, pred, sequence_id)
-        self.vpq.update(gt, pred, sequence_id)
-        self.num_frames += 1
-
-    def result(self) -> dict:
-        s = self.settings
-        st, vp = self.stq.result(), self.vpq.result()
-        per_class = {}
-        for c, name in enumerate(s.class_names):
-            if c == s.ignore_label:
-                continue
-            per_class[str(c)] = {
-                "name": name,
-                "thing": c in s.things,
-                "IoU": st["IoU_per_class"].get(c),
-                "PQ": {
-                    k: (vp[k]["per_class"].get(str(c)) or {}).get("pq") for k in vp if k != "mean"
-                },
-            }
-        return _finite(
-            {
-                "format": s.dataset,
-                "num_sequences": len(self.sequences),
-                "num_frames": self.num_frames,
-                "settings": asdict(s),
-                "STQ": st["STQ"],
-                "AQ": st["AQ"],
-                "SQ": st["SQ"],
-                "VPQ": vp["mean"]["VPQ"],
-                "stq": {k: v for k, v in st.items() if k != "IoU_per_class"},
-                "vpq": vp,
-                "per_class": per_class,
-            }
-        )
-
-
-def _finite(x: Any) -> Any:
-    """NaN -> None and non-str keys -> str, so the result is strict JSON."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, np.generic):
-        return _finite(x.item())
-    return x
-
 
 # ----------------------------------------------------------------------------- (b) folders
 
@@ -217,7 +85,8 @@ def evaluate_folders(
         log.warning("%d prediction frames in %s have no GT and are not scored", extra, pred_dir)
 
     scorer = Scorer(s)
-    with tqdm(total=len(gt), desc="evaluate", unit="frame", disable=not progress) as bar:
+    with tqdm(total=len(gt), desc="evaluate", unit="frame",
+              disable=None if progress else True) as bar:
         for q in gt.sequences():
             pred_frames = dict(zip(pred.frames(q), pred.read(q)))  # one sequence at a time
             for f, g in zip(gt.frames(q), gt.read(q)):
@@ -251,7 +120,8 @@ def evaluate_model(
     total_frames: Optional[int] = None,
 ) -> dict:
     """Run ``pipeline`` online over each sequence (``reset()`` first); score like
-    ``evaluate_folders``.
+    ``evaluate_folders``. The one online evaluation: the CLI's model mode and training-time
+    validation (``validate.py``) both end here.
 
     Args:
         sequences: each an iterable of (rgb uint8 [H, W, 3], GT panoptic int [H, W]) in time order,
@@ -262,7 +132,8 @@ def evaluate_model(
     """
     scorer = Scorer(settings)
     D = settings.label_divisor
-    with tqdm(total=total_frames, desc="evaluate", unit="frame", disable=not progress) as bar:
+    with tqdm(total=total_frames, desc="evaluate", unit="frame",
+              disable=None if progress else True) as bar:
         for i, seq in enumerate(sequences):
             pipeline.reset()
             for rgb, gt in seq:
@@ -278,6 +149,51 @@ def evaluate_model(
                 scorer.update(gt, pred, i)
                 bar.update(1)
     return scorer.result()
+
+
+def reader_sequences(
+    reader: Any,
+    sequences: Sequence[int],
+    label_divisor: int,
+    max_frames: Optional[int] = None,
+) -> tuple[list[Iterator[tuple[np.ndarray, np.ndarray]]], int]:
+    """Lazy per-sequence frame iterators of a ``VideoReader`` for ``evaluate_model``, GT ids
+    re-encoded with ``label_divisor``; returns (iterators, total number of frames)."""
+    counts = {q: min(reader.num_frames(q), max_frames or reader.num_frames(q)) for q in sequences}
+    rd = reader.label_divisor
+
+    def frames(q: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx in range(counts[q]):
+            rgb, gt = reader.read_frame(q, idx)
+            if rd != label_divisor:
+                gt = gt // rd * label_divisor + gt % rd
+            yield rgb, gt
+
+    return [frames(q) for q in sequences], sum(counts.values())
+
+
+def check_label_space(model_labels: Any, dataset: str) -> None:
+    """A model can only be scored on a dataset with its number of classes."""
+    from vknet_core.config import get_preset
+
+    want = get_preset(DATASET_PRESETS[dataset]).labels.num_classes
+    if model_labels.num_classes != want:
+        raise ValueError(
+            f"the model predicts {model_labels.num_classes} classes ({model_labels.dataset}), "
+            f"but {dataset} has {want}: give a checkpoint trained for {dataset}"
+        )
+
+
+def open_reader(dataset: str, data: str | Path, split: str, model_name: str) -> Any:
+    """The dataset reader for a model; a failure names the model's dataset (a checkpoint of
+    another preset than the data is the usual cause)."""
+    from vknet_training.datasets import build_reader
+
+    try:
+        return build_reader(dataset, data, split)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"{e} [the model ({model_name}) is for {dataset}: --data must be a "
+                      f"{dataset} root]") from None
 
 
 def evaluate_dataset(
@@ -296,13 +212,12 @@ def evaluate_dataset(
     with ``vknet_training.datasets`` and score the online predictions.
 
     The label space is the model's (``cfg.labels``); ``dataset`` defaults to
-    ``cfg.labels.dataset``;
-    ``overrides`` are ``EvalSettings.for_dataset`` keywords (things, ks, frame_stride, ...).
+    ``cfg.labels.dataset``; ``overrides`` are ``EvalSettings.for_dataset`` keywords (things,
+    ks, frame_stride, ...).
     """
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of checkpoint or onnx")
     from vknet_core.pipeline import VideoPanopticPipeline
-    from vknet_training.datasets import build_reader
 
     if checkpoint is not None:
         pipeline = VideoPanopticPipeline.from_checkpoint(checkpoint, device=device)
@@ -311,29 +226,17 @@ def evaluate_dataset(
 
         backend = make_backend("onnxruntime", onnx, device)
         pipeline = VideoPanopticPipeline(backend, backend.cfg)
-    labels = pipeline.model_cfg.labels
-    dataset = dataset or labels.dataset
-    s = EvalSettings.for_dataset(dataset, labels=labels, **overrides)
-    reader = build_reader(dataset, data, split)
-    seqs = reader.sequences()[:max_sequences]
-    counts = {q: min(reader.num_frames(q), max_frames or reader.num_frames(q)) for q in seqs}
-    rd = reader.label_divisor
-
-    def frames(q: int):
-        for idx in range(counts[q]):
-            rgb, gt = reader.read_frame(q, idx)
-            if rd != s.label_divisor:
-                gt = gt // rd * s.label_divisor + gt % rd
-            yield rgb, gt
-
     try:
-        return evaluate_model(
-            (frames(q) for q in seqs),
-            pipeline,
-            s,
-            progress=progress,
-            total_frames=sum(counts.values()),
-        )
+        labels = pipeline.model_cfg.labels
+        dataset = dataset or labels.dataset
+        check_label_space(labels, dataset)
+        s = EvalSettings.for_dataset(dataset, labels=labels, **overrides)
+        reader = open_reader(dataset, data, split, pipeline.model_cfg.name)
+        seqs = reader.sequences()[:max_sequences]
+        if not seqs:
+            raise ValueError(f"{reader!r} has no sequence to evaluate")
+        frames, total = reader_sequences(reader, seqs, s.label_divisor, max_frames)
+        return evaluate_model(frames, pipeline, s, progress=progress, total_frames=total)
     finally:
         pipeline.close()
 
@@ -342,7 +245,8 @@ def evaluate_dataset(
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
+        prog="evaluate.py",
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     g = p.add_argument_group("score prediction files (mode b)")
@@ -407,9 +311,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+def check_inputs(args: argparse.Namespace) -> None:
+    """Paths checked before any model is loaded or file written (one clear line each)."""
+    folders = {"--gt": args.gt, "--pred": args.pred, "--data": args.data}
+    for flag, path in folders.items():
+        if path is not None and not path.is_dir():
+            raise FileNotFoundError(f"{flag} {path}: no such folder")
+    files = {"--checkpoint": args.checkpoint, "--onnx": args.onnx, "--gt-json": args.gt_json,
+             "--pred-json": args.pred_json}
+    for flag, path in files.items():
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{flag} {path}: no such file")
+    if args.out is not None and args.out.is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder; expected a .json file path")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The evaluation ``main`` runs: mode (b) or (a) from parsed arguments."""
+    check_inputs(args)
     overrides = dict(
         things=args.things,
         ks=args.vpq_k,
@@ -417,40 +336,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         label_divisor=args.label_divisor,
         mask_void=args.mask_void,
     )
-    try:
-        if args.gt is not None:
-            settings = EvalSettings.for_dataset(args.format, **overrides)
-            result = evaluate_folders(
-                args.gt,
-                args.pred,
-                args.format,
-                settings,
-                gt_json=args.gt_json,
-                pred_json=args.pred_json,
-                progress=not args.no_progress,
-            )
-        else:
-            result = evaluate_dataset(
-                args.data,
-                args.split,
-                checkpoint=args.checkpoint,
-                onnx=args.onnx,
-                device=args.device,
-                dataset=args.format,
-                max_sequences=args.max_sequences,
-                max_frames=args.max_frames,
-                progress=not args.no_progress,
-                **overrides,
-            )
-    except (FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        return 2
-    print(format_table(result))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, allow_nan=False))
-        print(f"wrote {args.out}")
-    return 0
+    if args.gt is not None:
+        settings = EvalSettings.for_dataset(args.format, **overrides)
+        return evaluate_folders(
+            args.gt,
+            args.pred,
+            args.format,
+            settings,
+            gt_json=args.gt_json,
+            pred_json=args.pred_json,
+            progress=not args.no_progress,
+        )
+    return evaluate_dataset(
+        args.data,
+        args.split,
+        checkpoint=args.checkpoint,
+        onnx=args.onnx,
+        device=args.device,
+        dataset=args.format,
+        max_sequences=args.max_sequences,
+        max_frames=args.max_frames,
+        progress=not args.no_progress,
+        **overrides,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def body() -> int:
+        result = run(args)
+        print(format_table(result))
+        if args.out is not None:
+            write_text_atomic(args.out, json.dumps(result, indent=1, allow_nan=False) + "\n")
+            print(f"wrote {args.out}")
+        return 0
+
+    return run_cli("evaluate.py", body)
 
 
 if __name__ == "__main__":

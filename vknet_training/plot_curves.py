@@ -4,33 +4,53 @@
 
 Panels: total loss (log scale, raw and smoothed), grouped loss terms (RPN, stage classification,
 stage masks, tracking; key frame), learning rate, and validation STQ/AQ/SQ/VPQ when logged.
+All four panels share one iteration axis (0 to the last logged step), so a single validation
+point sits where it was taken. Drawn in BGR (OpenCV's order) from RGB colour constants.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from vknet_core.atomic import write_bytes_atomic
+from vknet_core.cli import ArgumentParser, run_cli
+
 PANEL_W, PANEL_H, MARGIN = 560, 300, 60
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127)]  # RGB
+           (140, 86, 75), (227, 119, 194), (127, 127, 127)]  # RGB: blue, orange, green, red, ...
+
+
+def bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """OpenCV draws and writes BGR; the constants above are RGB."""
+    return (rgb[2], rgb[1], rgb[0])
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     """(train rows, val rows) of a metrics.jsonl; later rows of a step win (resumed runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such metrics file (expected OUT/metrics.jsonl of "
+                                "training/train.py)")
     rows: dict[tuple[str, int], dict] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
-        rows[(r.get("kind", "train"), int(r["step"]))] = r
+            raise ValueError(f"{path}:{n}: not a JSON line ({e}); expected metrics.jsonl "
+                             "written by training/train.py") from None
+        if not isinstance(r, dict) or not isinstance(r.get("step"), int):
+            got = sorted(r)[:8] if isinstance(r, dict) else type(r).__name__
+            raise ValueError(f"{path}:{n}: expected a training metrics row with an integer "
+                             f"'step' (metrics.jsonl of training/train.py), got {got}")
+        rows[(r.get("kind", "train"), r["step"])] = r
     train = [r for (k, _), r in sorted(rows.items(), key=lambda x: x[0][1]) if k == "train"]
     val = [r for (k, _), r in sorted(rows.items(), key=lambda x: x[0][1]) if k == "val"]
     return train, val
@@ -44,8 +64,20 @@ def smooth(y: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(pad, np.ones(k) / k, mode="valid")
 
 
-def _panel(title: str, series: list[tuple[str, np.ndarray, np.ndarray]], log_y: bool
-           ) -> np.ndarray:
+def nice_ticks(lo: float, hi: float, n: int = 5, min_step: float = 1.0) -> list[float]:
+    """About ``n`` round tick values (1, 2 or 5 x 10^k apart, at least ``min_step``) inside
+    [lo, hi]; iterations are whole numbers, so the default never gives 0.5."""
+    span = max(hi - lo, 1e-12)
+    raw = span / n
+    step = 10 ** math.floor(math.log10(raw))
+    step = max(step * next(m for m in (1, 2, 5, 10) if m * step >= raw), min_step)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _panel(title: str, series: list[tuple[str, np.ndarray, np.ndarray]], log_y: bool,
+           x_range: tuple[float, float]) -> np.ndarray:
+    """One BGR panel; every panel gets the same ``x_range`` (iterations)."""
     img = np.full((PANEL_H, PANEL_W, 3), 255, np.uint8)
     x0, y0, x1, y1 = MARGIN, 28, PANEL_W - 12, PANEL_H - 34
     cv2.putText(img, title, (x0, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
@@ -54,7 +86,6 @@ def _panel(title: str, series: list[tuple[str, np.ndarray, np.ndarray]], log_y: 
         cv2.putText(img, "no data", (x0 + 10, (y0 + y1) // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (120, 120, 120), 1, cv2.LINE_AA)
         return img
-    xs = np.concatenate([x for x, _ in pts]).astype(np.float64)
     ys = np.concatenate([y for _, y in pts]).astype(np.float64)
     ok = np.isfinite(ys) & ((ys > 0) if log_y else True)
     if not ok.any():
@@ -63,7 +94,7 @@ def _panel(title: str, series: list[tuple[str, np.ndarray, np.ndarray]], log_y: 
     lo, hi = float(tf(ys[ok]).min()), float(tf(ys[ok]).max())
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
-    xl, xh = float(xs.min()), float(max(xs.max(), xs.min() + 1))
+    xl, xh = x_range
     px = lambda x: (x0 + (x - xl) / (xh - xl) * (x1 - x0)).astype(np.int32)  # noqa: E731
     py = lambda y: (y1 - (tf(y) - lo) / (hi - lo) * (y1 - y0)).astype(np.int32)  # noqa: E731
     cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
@@ -74,15 +105,15 @@ def _panel(title: str, series: list[tuple[str, np.ndarray, np.ndarray]], log_y: 
         label = f"{10 ** v:.3g}" if log_y else f"{v:.3g}"
         cv2.putText(img, label, (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    for i in range(5):  # x labels
-        v = xl + (xh - xl) * i / 4
-        x = int(x0 + (x1 - x0) * i / 4)
-        cv2.putText(img, f"{v:.0f}", (x - 10, y1 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+    for v in nice_ticks(xl, xh):  # x labels at round iteration numbers
+        x = int(px(np.float64(v)))
+        cv2.line(img, (x, y1), (x, y1 + 3), (0, 0, 0), 1)
+        cv2.putText(img, f"{v:g}", (x - 10, y1 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                     (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "iteration", ((x0 + x1) // 2 - 25, PANEL_H - 6), cv2.FONT_HERSHEY_SIMPLEX,
                 0.35, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (name, x, y) in enumerate(series):
-        colour = COLOURS[i % len(COLOURS)][::-1]  # BGR for OpenCV
+        colour = bgr(COLOURS[i % len(COLOURS)])
         keep = np.isfinite(y) & ((y > 0) if log_y else True)
         if not keep.any():
             continue
@@ -110,35 +141,37 @@ def plot_curves(metrics: Path, out: Path, smooth_window: Optional[int] = None) -
     if not train:
         raise ValueError(f"{metrics} has no training rows")
     step = np.array([r["step"] for r in train], np.float64)
-    loss = np.array([r["loss"] for r in train], np.float64)
+    loss = np.array([r.get("loss", np.nan) for r in train], np.float64)
+    vstep = np.array([r["step"] for r in val], np.float64)
+    last = float(max(step.max(), vstep.max() if len(vstep) else 0.0, 1.0))
+    x_range = (0.0, last * 1.03)  # a little room so a point at the last step is not clipped
     k = smooth_window or max(1, len(train) // 25)
     panels = [
         _panel("total loss", [("raw", step, loss), (f"mean of {k}", step, smooth(loss, k))],
-               log_y=True),
+               log_y=True, x_range=x_range),
         _panel("loss terms (key frame, smoothed)", [
             ("rpn", step, smooth(_sum_keys(train, ["loss_rpn_"]), k)),
             ("cls", step, smooth(_sum_keys(train, ["loss_cls_"]), k)),
             ("mask+dice", step, smooth(_sum_keys(train, ["loss_mask_", "loss_dice_"]), k)),
             ("track", step, smooth(_sum_keys(train, ["loss_track"]), k)),
-        ], log_y=True),
-        _panel("learning rate", [("lr", step, np.array([r["lr"] for r in train]))],
-               log_y=True),
+        ], log_y=True, x_range=x_range),
+        _panel("learning rate",
+               [("lr", step, np.array([r.get("lr", np.nan) for r in train], np.float64))],
+               log_y=True, x_range=x_range),
     ]
-    vstep = np.array([r["step"] for r in val], np.float64)
     panels.append(_panel("validation", [
         (name, vstep, np.array([np.nan if r.get(name) is None else r[name] for r in val],
                                np.float64))
-        for name in ("STQ", "AQ", "SQ", "VPQ")], log_y=False))
+        for name in ("STQ", "AQ", "SQ", "VPQ")], log_y=False, x_range=x_range))
     grid = np.concatenate([np.concatenate(panels[:2], 1), np.concatenate(panels[2:], 1)], 0)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {out}")
-    return out
+    ok, png = cv2.imencode(".png", grid)  # BGR, as drawn
+    if not ok:
+        raise OSError(f"could not encode the curves for {out}")
+    return write_bytes_atomic(out, png.tobytes())
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="plot_curves.py", description=__doc__.split("\n\n")[0])
     p.add_argument("metrics", type=Path, help="metrics.jsonl written by training/train.py")
     p.add_argument("--out", type=Path, help="PNG to write (default: curves.png beside metrics)")
     p.add_argument("--smooth", type=int, help="moving-average window (default: len/25)")
@@ -147,9 +180,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = parse_args(argv)
-    out = plot_curves(a.metrics, a.out or a.metrics.with_name("curves.png"), a.smooth)
-    print(f"wrote {out}")
-    return 0
+
+    def body() -> int:
+        if a.smooth is not None and a.smooth < 1:
+            raise ValueError(f"--smooth must be >= 1, got {a.smooth}")
+        out = plot_curves(a.metrics, a.out or a.metrics.with_name("curves.png"), a.smooth)
+        print(f"wrote {out}")
+        return 0
+
+    return run_cli("plot_curves.py", body)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,11 @@ def test_cli_from_checkpoint(tiny_checkpoint, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = main(["--checkpoint", str(tmp_path / "missing.pt"), "--height", "64", "--width", "96",
                "--output", str(tmp_path / "m.onnx")])
-    assert rc == 1 and not (tmp_path / "m.onnx").exists()
+    assert rc == 2 and not (tmp_path / "m.onnx").exists()  # a user error: exit 2
     rc = main(["--preset", "tiny", "--height", "60", "--width", "96",
                "--output", str(tmp_path / "m.onnx")])
-    assert rc == 1 and not (tmp_path / "m.onnx").exists()
+    assert rc == 2 and not (tmp_path / "m.onnx").exists()
+    assert capsys.readouterr().err.count("\n") == 2  # one line per failure
 
 
 def test_read_metadata_rejects_foreign_onnx(tmp_path):

@@ -4,7 +4,6 @@ online model mode (a fake pipeline, and a real tiny checkpoint on synthetic KITT
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -139,7 +138,7 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     )
 
 
-def test_missing_and_mismatched_prediction_files_are_clear_errors(tmp_path, caplog):
+def test_missing_and_mismatched_prediction_files_are_clear_errors(tmp_path, capsys):
     gts, preds = make_videos(seed=2)
     gt_dir, pred_dir = write_kitti(gts, preds, tmp_path)
     (pred_dir / "000003_000002_panoptic.png").unlink()
@@ -148,19 +147,9 @@ def test_missing_and_mismatched_prediction_files_are_clear_errors(tmp_path, capl
         match="1 of 8 GT frames have no prediction.*sequence 000003 frame 000002",
     ):
         evaluate_folders(gt_dir, pred_dir, "kitti_step", progress=False)
-    with caplog.at_level(logging.ERROR):
-        rc = main(
-            [
-                "--gt",
-                str(gt_dir),
-                "--pred",
-                str(pred_dir),
-                "--format",
-                "kitti_step",
-                "--no-progress",
-            ]
-        )
-    assert rc == 2 and "no prediction" in caplog.text
+    rc = main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--format", "kitti_step"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no prediction" in err and err.count("\n") == 1
     write_kitti_step(pred_dir / "000003_000002_panoptic.png", preds[1][2][:, :10])
     with pytest.raises(
         ValueError, match="size mismatch: GT .*000002.png is 12x16 but prediction .* is 12x10"
@@ -288,3 +277,44 @@ def test_model_mode_runs_a_tiny_checkpoint_on_synthetic_kitti_step(tmp_path, cap
     )
     assert 0.0 <= data["SQ"] <= 1.0 and set(data["vpq"]) == {"k0", "k1", "mean"}
     assert "STQ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset, ks, stride", [
+    ("kitti_step", (0, 1, 2, 3), 1),
+    ("cityscapes_vps", (0, 5, 10, 15), 5),
+    ("vipseg", (0, 1, 3, 5, 7), 1),
+])
+def test_training_validation_uses_the_datasets_vpq_windows(dataset, ks, stride, monkeypatch):
+    """validate.validate_model hands the model's dataset windows to the one evaluate_model."""
+    from dataclasses import replace
+
+    import vknet_core
+    from vknet_core.config import get_preset
+    from vknet_training import validate
+
+    preset = {"kitti_step": "kitti_step_r50", "cityscapes_vps": "cityscapes_vps_r50",
+              "vipseg": "vipseg_r50"}[dataset]
+    model = vknet_core.build_model(replace(get_preset("tiny"), labels=get_preset(preset).labels))
+    seen = {}
+
+    def spy(frames, pipeline, settings, **kw):
+        seen["settings"] = settings
+        gts, preds = make_videos(seed=7, S=1, T=2)
+        sequences = [[(np.zeros(g.shape[1:] + (3,), np.uint8), g[t]) for t in range(len(g))]
+                     for g in gts]
+        return evaluate_model(sequences, ReplayPipeline(preds, 1000), settings, progress=False)
+
+    class Reader:
+        label_divisor = 1000
+
+        def sequences(self):
+            return [0]
+
+        def num_frames(self, seq):
+            return 2
+
+    monkeypatch.setattr(validate, "evaluate_model", spy)
+    scores = validate.validate_model(model.train(), Reader())
+    assert seen["settings"].ks == ks and seen["settings"].frame_stride == stride
+    assert seen["settings"].num_classes == model.cfg.labels.num_classes
+    assert set(scores) >= {"STQ", "VPQ", "VPQ_k0", "frames"} and model.training

@@ -91,6 +91,7 @@ def test_non_finite_loss_stops(data, tmp_path):
     cfg = _cfg(data, tmp_path / "nan", loss=replace(LossConfig(), rpn_seg=float("inf")))
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0: .*loss_rpn_seg="):
         train(cfg)
+    assert not cfg.out.exists()  # failed before its first checkpoint: the run folder is gone
 
 
 def test_cli_writes_checkpoint_curves_validation_and_tensorboard(data, tmp_path):
@@ -134,3 +135,17 @@ def test_bad_batch_size_and_missing_resume(data, tmp_path):
         train(_cfg(data, tmp_path / "r", resume=tmp_path / "nothing"))
     with pytest.raises(ValueError, match="--iters"):
         train(_cfg(data, tmp_path / "r", iters=0))
+
+
+def test_norm_eval_keeps_batchnorm_statistics_through_training_and_validation(data, tmp_path):
+    """--norm-eval on: the backbone freezes BatchNorm (one place, the backbone's train()), also
+    after a validation switched the model to eval and back."""
+    out = tmp_path / "bn"
+    train(_cfg(data, out, iters=2, val_data=data, val_every=1, norm_eval=True))
+    frozen = vknet_core.load_checkpoint(out / "model_final.pt").state_dict()
+    stats = [k for k in frozen if k.endswith("running_mean")]
+    assert stats and all(not frozen[k].any() for k in stats)  # still the initial zeros
+    assert all(int(frozen[k.replace("running_mean", "num_batches_tracked")]) == 0 for k in stats)
+    train(_cfg(data, tmp_path / "bn_off", iters=1, norm_eval=False))
+    moving = vknet_core.load_checkpoint(tmp_path / "bn_off" / "model_final.pt").state_dict()
+    assert any(moving[k].any() for k in stats)  # the statistics do train when not frozen
