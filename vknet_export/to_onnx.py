@@ -5,7 +5,7 @@
         [--dynamic]
 
 What is exported is ``FrameStep(model)``: uint8 RGB [1,H,W,3] in, normalisation inside the graph,
-``prev_kernels``/``has_prev`` in, the five ``FrameOutputs`` out (names from ``io_spec``). At a
+``prev_kernels``/``has_prev`` in, the five ``FrameOutputs`` out (``vknet_core.io_spec``). At a
 fixed size every shape computation and the positional encoding are folded into constants
 (``onnx_ops.fold_constants``). The file is written to a temp name and renamed only after
 ``onnx.checker``, the TensorRT op check and an ONNX Runtime smoke run against PyTorch pass.
@@ -14,10 +14,7 @@ The model's config and network size travel in the ONNX metadata (``read_metadata
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +23,15 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from vknet_core.atomic import atomic_path
 from vknet_core.config import VKNetConfig
+from vknet_core.io_spec import (
+    INPUT_NAMES, OUTPUT_NAMES, IOSpec, dummy_inputs, from_metadata, graph_metadata, io_spec,
+)
 from vknet_core.model.vknet import FrameStep, VideoKNet
-from vknet_export.io_spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec, dummy_inputs, io_spec
 
 log = logging.getLogger(__name__)
 
-META_CONFIG, META_HEIGHT, META_WIDTH, META_DYNAMIC = (
-    "vknet_config", "vknet_height", "vknet_width", "vknet_dynamic"
-)
 SMOKE_TOL = {"cls_prob": 1e-3}  # abs; the acceptance tolerances are checked by the tests
 
 
@@ -79,10 +76,8 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
     step = FrameStep(model.cpu().eval()).eval()
     sample = dummy_inputs(spec, seed=0)
     args = tuple(torch.from_numpy(sample[n]) for n in INPUT_NAMES)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with atomic_path(output) as tmp_path:
+        tmp = str(tmp_path)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings on shape ints: shapes are fixed
             torch.onnx.export(
@@ -92,8 +87,7 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
             )
         proto = onnx.load(tmp)
         proto = fold_constants(proto)  # fixed size: everything but the network; dynamic: less
-        for key, value in ((META_CONFIG, json.dumps(cfg.to_dict())), (META_HEIGHT, str(height)),
-                           (META_WIDTH, str(width)), (META_DYNAMIC, str(int(dynamic)))):
+        for key, value in graph_metadata(cfg, spec).items():
             proto.metadata_props.add(key=key, value=value)
         proto.doc_string = f"vknet per-frame graph, preset {cfg.name}, {height}x{width}"
         onnx.checker.check_model(proto, full_check=True)
@@ -104,13 +98,6 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
                 f"exported graph has ops TensorRT cannot take:\n{report.describe()}")
         onnx.save(proto, tmp)
         diffs = smoke_run(tmp, step, spec)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     log.info("wrote %s (%.1f MB)", output, output.stat().st_size / 1e6)
     return ExportResult(output, spec, dict(report.op_counts), diffs)
 
@@ -155,14 +142,7 @@ def read_metadata(onnx_path: Union[str, Path]) -> tuple[VKNetConfig, IOSpec]:
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if META_CONFIG not in meta:
-        raise ValueError(f"{onnx_path} has no vknet metadata (was it written by "
-                         f"export/to_onnx.py?); keys present: {sorted(meta)}")
-    cfg = VKNetConfig.from_dict(json.loads(meta[META_CONFIG]))
-    spec = io_spec(cfg, int(meta[META_HEIGHT]), int(meta[META_WIDTH]),
-                   dynamic=bool(int(meta[META_DYNAMIC])))
-    return cfg, spec
+    return from_metadata({p.key: p.value for p in proto.metadata_props}, str(onnx_path))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

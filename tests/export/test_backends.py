@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vknet_core.runtime import Backend
+from vknet_core.backend import Backend
+from vknet_core.io_spec import dummy_inputs
 from vknet_export.backends import make_backend
-from vknet_export.io_spec import dummy_inputs
+from vknet_export.engine_cache import EngineCacheError
 from vknet_export.ort_backend import OrtBackend, providers_for
-from vknet_export.to_trt import EngineCacheError
 
 from tests.export.conftest import HEIGHT, WIDTH
 

@@ -8,7 +8,7 @@ import torch
 
 from vknet_core.model.vknet import FrameStep
 from vknet_export import to_onnx
-from vknet_export.io_spec import INPUT_NAMES, OUTPUT_NAMES, dummy_inputs
+from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES, dummy_inputs
 from vknet_export.to_onnx import export_model, main, read_metadata
 
 from tests.export.conftest import HEIGHT, WIDTH

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from vknet_core.config import get_preset
-from vknet_core.types import INPUT_NAMES, OUTPUT_NAMES
-from vknet_export.io_spec import check_feeds, dummy_inputs, initial_state, io_spec
+from vknet_core.io_spec import (
+    INPUT_NAMES, OUTPUT_NAMES, check_feeds, dummy_inputs, from_metadata, graph_metadata,
+    initial_state, io_spec,
+)
 
 
 def test_kitti_step_r50_shapes_match_design():
