@@ -16,7 +16,7 @@ setup(
     version="0.1.0",
     packages=[
         "vknet_core", "vknet_core.model", "vknet_core.losses", "vknet_core.postprocess",
-        "vknet_core.tracking", "vknet_core.metrics",
+        "vknet_core.tracking", "vknet_core.metrics", "vknet_core.panoptic_io",
         "vknet_export", "vknet_training", "vknet_training.datasets",
         "vknet_ros",
     ],
