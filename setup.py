@@ -31,7 +31,9 @@ setup(
     zip_safe=False,
     maintainer="vknet developers",
     maintainer_email="vknet@example.com",
-    description="Video K-Net video panoptic segmentation: PyTorch model, ONNX/TensorRT export, ROS 2 node",
+    description=(
+        "Video K-Net video panoptic segmentation: PyTorch model, ONNX/TensorRT export, ROS 2 node"
+    ),
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={

@@ -29,18 +29,37 @@ import numpy as np
 from vknet_core.config import VKNetConfig
 
 __all__ = [
-    "INPUT_NAMES", "OUTPUT_NAMES", "STRIDE", "META_CONFIG", "META_HEIGHT", "META_WIDTH",
-    "META_DYNAMIC", "TensorSpec", "IOSpec", "io_spec", "dummy_inputs", "check_feeds",
-    "initial_state", "graph_metadata", "from_metadata",
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "STRIDE",
+    "META_CONFIG",
+    "META_HEIGHT",
+    "META_WIDTH",
+    "META_DYNAMIC",
+    "TensorSpec",
+    "IOSpec",
+    "io_spec",
+    "dummy_inputs",
+    "check_feeds",
+    "initial_state",
+    "graph_metadata",
+    "from_metadata",
 ]
 
 INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "has_prev")
 OUTPUT_NAMES: tuple[str, ...] = (
-    "cls_prob", "mask_logits", "cur_kernels", "track_embed", "sem_logits",
+    "cls_prob",
+    "mask_logits",
+    "cur_kernels",
+    "track_embed",
+    "sem_logits",
 )
 # ONNX metadata_props keys written by export/to_onnx.py (values are strings)
 META_CONFIG, META_HEIGHT, META_WIDTH, META_DYNAMIC = (
-    "vknet_config", "vknet_height", "vknet_width", "vknet_dynamic"
+    "vknet_config",
+    "vknet_height",
+    "vknet_width",
+    "vknet_dynamic",
 )
 
 STRIDE = 8  # mask_logits / sem_logits are at stride 8 of the network input
@@ -107,14 +126,17 @@ class IOSpec:
                 axes[t.name] = named
         return axes
 
-    def concrete(self, height: int, width: int) -> "IOSpec":
+    def concrete(self, height: int, width: int) -> IOSpec:
         """The same spec with H, W fixed (for a dynamic graph run at one size)."""
         _check_size(height, width)
         sizes = {"height": height, "width": width, "h8": height // STRIDE, "w8": width // STRIDE}
 
         def fix(t: TensorSpec) -> TensorSpec:
-            return TensorSpec(t.name, tuple(sizes.get(d, d) if isinstance(d, str) else d
-                                            for d in t.shape), t.dtype)
+            return TensorSpec(
+                t.name,
+                tuple(sizes.get(d, d) if isinstance(d, str) else d for d in t.shape),
+                t.dtype,
+            )
 
         return IOSpec(tuple(map(fix, self.inputs)), tuple(map(fix, self.outputs)), height, width)
 
@@ -195,8 +217,9 @@ def check_feeds(spec: IOSpec, feeds: Mapping[str, np.ndarray]) -> None:
     expected = {t.name for t in spec.inputs}
     if names != expected:
         missing, extra = sorted(expected - names), sorted(names - expected)
-        raise ValueError(f"feeds must be exactly {list(INPUT_NAMES)}; missing {missing}, "
-                         f"unexpected {extra}")
+        raise ValueError(
+            f"feeds must be exactly {list(INPUT_NAMES)}; missing {missing}, unexpected {extra}"
+        )
     for t in spec.inputs:
         a = feeds[t.name]
         if not isinstance(a, np.ndarray):
@@ -214,8 +237,12 @@ def check_feeds(spec: IOSpec, feeds: Mapping[str, np.ndarray]) -> None:
 
 def graph_metadata(cfg: VKNetConfig, spec: IOSpec) -> dict[str, str]:
     """The string metadata an exported graph carries (ONNX ``metadata_props``)."""
-    return {META_CONFIG: json.dumps(cfg.to_dict()), META_HEIGHT: str(spec.height),
-            META_WIDTH: str(spec.width), META_DYNAMIC: str(int(spec.dynamic))}
+    return {
+        META_CONFIG: json.dumps(cfg.to_dict()),
+        META_HEIGHT: str(spec.height),
+        META_WIDTH: str(spec.width),
+        META_DYNAMIC: str(int(spec.dynamic)),
+    }
 
 
 def from_metadata(meta: Mapping[str, str], source: str = "graph") -> tuple[VKNetConfig, IOSpec]:
@@ -224,12 +251,18 @@ def from_metadata(meta: Mapping[str, str], source: str = "graph") -> tuple[VKNet
     ValueError naming ``source`` and the keys present when the vknet keys are missing or bad.
     """
     if META_CONFIG not in meta:
-        raise ValueError(f"{source} has no vknet metadata (was it written by "
-                         f"export/to_onnx.py?); keys present: {sorted(meta)}")
+        raise ValueError(
+            f"{source} has no vknet metadata (was it written by "
+            f"export/to_onnx.py?); keys present: {sorted(meta)}"
+        )
     try:
         cfg = VKNetConfig.from_dict(json.loads(meta[META_CONFIG]))
-        spec = io_spec(cfg, int(meta.get(META_HEIGHT, 0)), int(meta.get(META_WIDTH, 0)),
-                       dynamic=bool(int(meta.get(META_DYNAMIC, 0))))
+        spec = io_spec(
+            cfg,
+            int(meta.get(META_HEIGHT, 0)),
+            int(meta.get(META_WIDTH, 0)),
+            dynamic=bool(int(meta.get(META_DYNAMIC, 0))),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source} has corrupt vknet metadata: {type(e).__name__}: {e}") from e
     return cfg, spec

@@ -91,7 +91,7 @@ class VideoPanopticPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], device: str = "cpu",
-                        cfg: PipelineConfig = PipelineConfig()) -> "VideoPanopticPipeline":
+                        cfg: PipelineConfig = PipelineConfig()) -> VideoPanopticPipeline:
         """Checkpoint -> TorchBackend on ``device`` -> pipeline."""
         from vknet_core.checkpoint import load_checkpoint
 

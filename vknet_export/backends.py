@@ -28,7 +28,7 @@ BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 
 
 def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
-                 **kwargs: Any) -> "Backend":
+                 **kwargs: Any) -> Backend:
     """Build the backend ``name`` for ``model_path`` on ``device`` (a ``vknet_core`` Backend).
 
     kwargs: onnxruntime -> ``num_threads``, ``trt_cache_dir``; tensorrt -> ``onnx_path``,
@@ -52,7 +52,7 @@ def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
 
 
 def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path]] = None,
-              **kwargs: Any) -> "Backend":
+              **kwargs: Any) -> Backend:
     from vknet_export.trt_backend import TrtBackend
 
     if device == "cpu":
@@ -67,7 +67,7 @@ def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path
                       **kwargs)
 
 
-def _trt_config(engine: Path, onnx_path: Optional[Union[str, Path]]) -> "VKNetConfig":
+def _trt_config(engine: Path, onnx_path: Optional[Union[str, Path]]) -> VKNetConfig:
     """The model config of an engine: from its ONNX, else from its cache key."""
     if onnx_path is not None:
         from vknet_export.to_onnx import read_metadata

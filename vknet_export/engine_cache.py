@@ -26,8 +26,15 @@ from vknet_core.io_spec import META_CONFIG, META_HEIGHT, META_WIDTH
 log = logging.getLogger(__name__)
 
 KEY_FORMAT = "vknet-trt-cache-v1"
-KEY_FIELDS = ("format", "onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability",
-              "precision", "shapes")
+KEY_FIELDS = (
+    "format",
+    "onnx_sha256",
+    "tensorrt_version",
+    "gpu_name",
+    "compute_capability",
+    "precision",
+    "shapes",
+)
 PathLike = Union[str, os.PathLike]
 
 
@@ -88,34 +95,48 @@ def input_shapes(onnx_path: PathLike, options: BuildOptions) -> dict[str, Any]:
     proto, meta = _onnx_metadata(onnx_path)
     shapes: dict[str, Any] = {}
     for v in proto.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else -1
-                for d in v.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+        ]
         if all(d > 0 for d in dims):
             shapes[v.name] = dims
             continue
         if v.name != "image" or len(dims) != 4:
             raise ValueError(f"only the image H/W may be dynamic; input {v.name!r} has {dims}")
-        opt = (int(meta.get(META_HEIGHT, options.min_hw[0])),
-               int(meta.get(META_WIDTH, options.min_hw[1])))
-        shapes[v.name] = {k: [1, hw[0], hw[1], 3] for k, hw in
-                          (("min", options.min_hw), ("opt", opt), ("max", options.max_hw))}
+        opt = (
+            int(meta.get(META_HEIGHT, options.min_hw[0])),
+            int(meta.get(META_WIDTH, options.min_hw[1])),
+        )
+        shapes[v.name] = {
+            k: [1, hw[0], hw[1], 3]
+            for k, hw in (("min", options.min_hw), ("opt", opt), ("max", options.max_hw))
+        }
     return shapes
 
 
-def make_cache_key(onnx_sha256: str, platform: Platform, precision: str,
-                   shapes: dict[str, Any]) -> dict[str, Any]:
+def make_cache_key(
+    onnx_sha256: str, platform: Platform, precision: str, shapes: dict[str, Any]
+) -> dict[str, Any]:
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
-    return {"format": KEY_FORMAT, "onnx_sha256": onnx_sha256, **asdict(platform),
-            "precision": precision, "shapes": shapes}
+    return {
+        "format": KEY_FORMAT,
+        "onnx_sha256": onnx_sha256,
+        **asdict(platform),
+        "precision": precision,
+        "shapes": shapes,
+    }
 
 
 def key_mismatches(stored: Optional[dict[str, Any]], expected: dict[str, Any]) -> list[str]:
     """Human-readable differences between an engine's stored key and what is needed now."""
     if stored is None:
         return ["no cache key next to the engine"]
-    return [f"{k}: engine has {stored.get(k)!r}, need {expected.get(k)!r}"
-            for k in KEY_FIELDS if stored.get(k) != expected.get(k)]
+    return [
+        f"{k}: engine has {stored.get(k)!r}, need {expected.get(k)!r}"
+        for k in KEY_FIELDS
+        if stored.get(k) != expected.get(k)
+    ]
 
 
 def read_cache_key(engine: PathLike) -> Optional[dict[str, Any]]:
@@ -137,9 +158,15 @@ def engine_status(engine: PathLike, expected_key: dict[str, Any]) -> list[str]:
     return key_mismatches(read_cache_key(engine), expected_key)
 
 
-def ensure_engine(onnx_path: Optional[PathLike], engine: PathLike, options: BuildOptions,
-                  platform: Platform, can_build: bool = True,
-                  builder: Optional[Builder] = None, force: bool = False) -> Path:
+def ensure_engine(
+    onnx_path: Optional[PathLike],
+    engine: PathLike,
+    options: BuildOptions,
+    platform: Platform,
+    can_build: bool = True,
+    builder: Optional[Builder] = None,
+    force: bool = False,
+) -> Path:
     """Return ``engine`` when its cache key matches ``platform``; otherwise rebuild it from
     ``onnx_path`` with ``builder`` (``force`` rebuilds a fresh one too).
 
@@ -151,22 +178,26 @@ def ensure_engine(onnx_path: Optional[PathLike], engine: PathLike, options: Buil
     if onnx_path is None:
         stored = read_cache_key(engine)
         if not engine.is_file() or stored is None:
-            raise EngineCacheError(f"cannot use {engine}: engine or its cache key "
-                                   f"{cache_key_path(engine)} is missing and no ONNX was given")
+            raise EngineCacheError(
+                f"cannot use {engine}: engine or its cache key "
+                f"{cache_key_path(engine)} is missing and no ONNX was given"
+            )
         expected = dict(stored, **asdict(platform))  # only the platform can be checked
     else:
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
-        expected = make_cache_key(sha256_file(onnx_path), platform, options.precision,
-                                  input_shapes(onnx_path, options))
+        expected = make_cache_key(
+            sha256_file(onnx_path), platform, options.precision, input_shapes(onnx_path, options)
+        )
     reasons = ["rebuild forced"] if force else engine_status(engine, expected)
     if not reasons:
         log.info("engine %s matches its cache key", engine)
         return engine
     if onnx_path is None or builder is None or not can_build:
-        raise EngineCacheError(f"engine {engine} is stale and will not be rebuilt here: "
-                               + "; ".join(reasons))
+        raise EngineCacheError(
+            f"engine {engine} is stale and will not be rebuilt here: " + "; ".join(reasons)
+        )
     log.warning("rebuilding %s: %s", engine, "; ".join(reasons))
     builder(onnx_path, engine, options)
     stored = dict(expected, model_config=_model_config(onnx_path))  # not part of the key

@@ -25,12 +25,18 @@ def fp32_region(model) -> set[str]:
         n = producer.get(tensor)
         while n is not None and n.op_type in _PASS_THROUGH:
             n = producer.get(n.input[0])
-        return (n is not None and n.op_type == "Cast"
-                and producer.get(n.input[0]) is not None
-                and producer[n.input[0]].op_type == "Greater")
+        return (
+            n is not None
+            and n.op_type == "Cast"
+            and producer.get(n.input[0]) is not None
+            and producer[n.input[0]].op_type == "Greater"
+        )
 
-    seeds = [n for n in model.graph.node
-             if n.op_type == "MatMul" and any(from_hard_mask(i) for i in n.input)]
+    seeds = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and any(from_hard_mask(i) for i in n.input)
+    ]
     region: set[str] = set()
     stack = list(seeds)
     while stack:

@@ -26,7 +26,13 @@ import torch
 from vknet_core.atomic import atomic_path
 from vknet_core.config import VKNetConfig
 from vknet_core.io_spec import (
-    INPUT_NAMES, OUTPUT_NAMES, IOSpec, dummy_inputs, from_metadata, graph_metadata, io_spec,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    IOSpec,
+    dummy_inputs,
+    from_metadata,
+    graph_metadata,
+    io_spec,
 )
 from vknet_core.model.vknet import FrameStep, VideoKNet
 

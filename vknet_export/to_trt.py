@@ -31,12 +31,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--fp16", action="store_true", help="fp16 (mask sums stay fp32)")
     p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GB")
     p.add_argument("--timing-cache", help="timing cache file (default <engine>.timing)")
-    p.add_argument("--min-hw", type=int, nargs=2, default=(128, 256),
-                   help="dynamic graphs: smallest H W of the optimisation profile")
-    p.add_argument("--max-hw", type=int, nargs=2, default=(768, 2496),
-                   help="dynamic graphs: largest H W of the optimisation profile")
-    p.add_argument("--build-only", action="store_true",
-                   help="build (or confirm the cached engine) and exit without a test run")
+    p.add_argument(
+        "--min-hw",
+        type=int,
+        nargs=2,
+        default=(128, 256),
+        help="dynamic graphs: smallest H W of the optimisation profile",
+    )
+    p.add_argument(
+        "--max-hw",
+        type=int,
+        nargs=2,
+        default=(768, 2496),
+        help="dynamic graphs: largest H W of the optimisation profile",
+    )
+    p.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build (or confirm the cached engine) and exit without a test run",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if the cache key matches")
     return p.parse_args(argv)
 
@@ -53,8 +66,9 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(args.fp16, args.workspace, lo, hi, args.timing_cache)
 
 
-def build_trt(onnx: Path, output: Path, options: BuildOptions, test_run: bool = True,
-              force: bool = False) -> Path:
+def build_trt(
+    onnx: Path, output: Path, options: BuildOptions, test_run: bool = True, force: bool = False
+) -> Path:
     """Ensure a fresh engine at ``output`` for ``onnx``; optionally run one frame through it."""
     engine = ensure_trt_engine(onnx, output, options, force=force)
     if test_run:

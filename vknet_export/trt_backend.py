@@ -11,8 +11,9 @@ given at construction (``backends.make_backend`` reads it from the ONNX or the c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -70,8 +71,8 @@ class TrtBackend:
         self._dtypes = {n: _torch_dtype(torch, trt, self._engine.get_tensor_dtype(n))
                         for n in names}
         self.spec = self._make_spec(names, is_input)
-        self._buffers: dict[str, "torch.Tensor"] = {}
-        self._host: dict[str, "torch.Tensor"] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._host: dict[str, torch.Tensor] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         log.info("TensorRT %s: %s on %s", trt.__version__, Path(engine_path).name,
                  torch.cuda.get_device_name(self.device))
@@ -130,7 +131,7 @@ class TrtBackend:
         self._buffers.clear()
         self._host.clear()
 
-    def __enter__(self) -> "TrtBackend":
+    def __enter__(self) -> TrtBackend:
         return self
 
     def __exit__(self, *exc) -> None:

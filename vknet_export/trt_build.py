@@ -16,7 +16,12 @@ from typing import Optional
 
 from vknet_core.atomic import write_bytes_atomic
 from vknet_export.engine_cache import (
-    BuildOptions, EngineCacheError, PathLike, Platform, ensure_engine, input_shapes,
+    BuildOptions,
+    EngineCacheError,
+    PathLike,
+    Platform,
+    ensure_engine,
+    input_shapes,
 )
 from vknet_export.fp16_region import fp32_region
 
@@ -27,12 +32,24 @@ class TrtBuildError(RuntimeError):
     """TensorRT refused the network (parser errors) or the build failed."""
 
 
-def ensure_trt_engine(onnx_path: Optional[PathLike], engine: PathLike, options: BuildOptions,
-                      can_build: bool = True, force: bool = False) -> Path:
+def ensure_trt_engine(
+    onnx_path: Optional[PathLike],
+    engine: PathLike,
+    options: BuildOptions,
+    can_build: bool = True,
+    force: bool = False,
+) -> Path:
     """``engine_cache.ensure_engine`` on this machine's TensorRT + GPU, building with
     ``build_engine``. EngineCacheError when TensorRT or a CUDA GPU is missing."""
-    return ensure_engine(onnx_path, engine, options, current_platform(), can_build=can_build,
-                         builder=build_engine, force=force)
+    return ensure_engine(
+        onnx_path,
+        engine,
+        options,
+        current_platform(),
+        can_build=can_build,
+        builder=build_engine,
+        force=force,
+    )
 
 
 def current_platform() -> Platform:
@@ -53,7 +70,8 @@ def import_trt():
     except ImportError as e:
         raise EngineCacheError(
             "TensorRT is not installed (GPU extra: pip install tensorrt onnxruntime-gpu); "
-            f"import failed: {e}") from e
+            f"import failed: {e}"
+        ) from e
     return trt
 
 
@@ -87,8 +105,9 @@ def build_engine(onnx_path: PathLike, engine: PathLike, options: BuildOptions) -
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * 2**30))
     cache_file = Path(options.timing_cache or str(engine) + ".timing")
-    timing_cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file()
-                                              else b"")
+    timing_cache = config.create_timing_cache(
+        cache_file.read_bytes() if cache_file.is_file() else b""
+    )
     config.set_timing_cache(timing_cache, ignore_mismatch=True)
     if hasattr(trt, "IProgressMonitor"):
         config.progress_monitor = _progress_monitor(trt)
@@ -112,8 +131,12 @@ def build_engine(onnx_path: PathLike, engine: PathLike, options: BuildOptions) -
                 pinned += 1
         log.info("fp16: %d layers pinned to fp32 (un-normalised mask sums)", pinned)
 
-    log.info("building %s engine for %s (workspace %.1f GB) ...", options.precision,
-             onnx_path.name, options.workspace_gb)
+    log.info(
+        "building %s engine for %s (workspace %.1f GB) ...",
+        options.precision,
+        onnx_path.name,
+        options.workspace_gb,
+    )
     t0 = time.monotonic()
     with _heartbeat(t0):
         serialized = builder.build_serialized_network(network, config)
@@ -121,8 +144,9 @@ def build_engine(onnx_path: PathLike, engine: PathLike, options: BuildOptions) -
         raise TrtBuildError(f"TensorRT failed to build an engine from {onnx_path} (see log)")
     write_bytes_atomic(engine, bytes(serialized))
     write_bytes_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
-    log.info("built %s in %.0f s (%.1f MB)", engine, time.monotonic() - t0,
-             engine.stat().st_size / 1e6)
+    log.info(
+        "built %s in %.0f s (%.1f MB)", engine, time.monotonic() - t0, engine.stat().st_size / 1e6
+    )
     return engine
 
 
@@ -135,10 +159,13 @@ def _to_fp16(proto, keep_fp32: set[str]):
     try:
         from onnxconverter_common import float16
     except ImportError as e:
-        raise TrtBuildError("--fp16 with strongly typed TensorRT (>= 11) converts the ONNX graph "
-                            "to fp16 first: pip install onnxconverter-common==1.16.0") from e
-    return float16.convert_float_to_float16(proto, keep_io_types=True,
-                                            node_block_list=sorted(keep_fp32))
+        raise TrtBuildError(
+            "--fp16 with strongly typed TensorRT (>= 11) converts the ONNX graph "
+            "to fp16 first: pip install onnxconverter-common==1.16.0"
+        ) from e
+    return float16.convert_float_to_float16(
+        proto, keep_io_types=True, node_block_list=sorted(keep_fp32)
+    )
 
 
 class _heartbeat:
@@ -167,8 +194,12 @@ def _progress_monitor(trt):
             trt.IProgressMonitor.__init__(self)
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            log.info("phase %s (%d steps)%s", phase_name, num_steps,
-                     f" in {parent_phase}" if parent_phase else "")
+            log.info(
+                "phase %s (%d steps)%s",
+                phase_name,
+                num_steps,
+                f" in {parent_phase}" if parent_phase else "",
+            )
 
         def step_complete(self, phase_name, step):
             return True  # never cancel

@@ -43,20 +43,23 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def check_arguments(out: Path, sequences: int, frames: int, height: int, width: int,
-                    split: str) -> Path:
+def check_arguments(
+    out: Path, sequences: int, frames: int, height: int, width: int, split: str
+) -> Path:
     """The split folder to create; ValueError / FileExistsError before anything is written."""
     if sequences < 1 or frames < 1:
         raise ValueError(f"need sequences >= 1 and frames >= 1, got {sequences} and {frames}")
     if height < 32 or width < 32:
         raise ValueError(f"need a size of at least 32x32, got {height}x{width}")
     if not _SPLIT_NAME.match(split):
-        raise ValueError(f"split must be a plain folder name (letters, digits, _ . -), "
-                         f"got {split!r}")
+        raise ValueError(
+            f"split must be a plain folder name (letters, digits, _ . -), got {split!r}"
+        )
     folder = Path(out) / "video_sequence" / split
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise FileExistsError(f"{folder} already exists and is not empty; remove it or choose "
-                              "another --out/--split")
+        raise FileExistsError(
+            f"{folder} already exists and is not empty; remove it or choose another --out/--split"
+        )
     return folder
 
 
@@ -113,19 +116,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=30, help="frames per sequence (default 30)")
     p.add_argument("--height", type=int, default=192, help="image height (default 192)")
     p.add_argument("--width", type=int, default=384, help="image width (default 384)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="random seed; use a different one for held-out data (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; use a different one for held-out data (default 0)",
+    )
     p.add_argument("--split", default="train", help="split folder name (default train)")
     return p.parse_args(argv)
 
 
 def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    paths = make_synthetic(args.out, args.sequences, args.frames, args.height, args.width,
-                           args.seed, args.split)
-    print(f"wrote {len(paths)} frames ({args.sequences} sequences of {args.frames}, "
-          f"{args.height}x{args.width}, seed {args.seed}) to "
-          f"{args.out / 'video_sequence' / args.split} in {time.perf_counter() - t0:.1f} s")
+    paths = make_synthetic(
+        args.out, args.sequences, args.frames, args.height, args.width, args.seed, args.split
+    )
+    print(
+        f"wrote {len(paths)} frames ({args.sequences} sequences of {args.frames}, "
+        f"{args.height}x{args.width}, seed {args.seed}) to "
+        f"{args.out / 'video_sequence' / args.split} in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

@@ -6,8 +6,12 @@ import pytest
 
 from vknet_core.config import get_preset
 from vknet_core.io_spec import (
-    INPUT_NAMES, OUTPUT_NAMES, check_feeds, dummy_inputs, from_metadata, graph_metadata,
-    initial_state, io_spec,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    check_feeds,
+    dummy_inputs,
+    initial_state,
+    io_spec,
 )
 
 

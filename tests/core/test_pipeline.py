@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import vknet_core
-from vknet_core.config import tiny
-from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.backend import Backend
+from vknet_core.config import tiny
 from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES, io_spec
+from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.runtime import TorchBackend
 
 CFG = tiny()

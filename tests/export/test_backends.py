@@ -4,13 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.export.conftest import HEIGHT, WIDTH
 from vknet_core.backend import Backend
 from vknet_core.io_spec import dummy_inputs
 from vknet_export.backends import make_backend
 from vknet_export.engine_cache import EngineCacheError
 from vknet_export.ort_backend import OrtBackend, providers_for
-
-from tests.export.conftest import HEIGHT, WIDTH
 
 
 def test_torch_and_onnxruntime_by_name_agree(tiny_checkpoint, tiny_onnx, tiny_model):

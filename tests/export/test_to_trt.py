@@ -14,8 +14,16 @@ import pytest
 from vknet_core.atomic import write_bytes_atomic
 from vknet_export import engine_cache, to_trt
 from vknet_export.engine_cache import (
-    BuildOptions, EngineCacheError, Platform, cache_key_path, ensure_engine, input_shapes,
-    key_mismatches, make_cache_key, read_cache_key, sha256_file,
+    BuildOptions,
+    EngineCacheError,
+    Platform,
+    cache_key_path,
+    ensure_engine,
+    input_shapes,
+    key_mismatches,
+    make_cache_key,
+    read_cache_key,
+    sha256_file,
 )
 from vknet_export.fp16_region import fp32_region
 

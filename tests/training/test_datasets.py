@@ -11,13 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from vknet_core.config import get_preset
-from vknet_training.datasets import (
-    CityscapesVPSVideo, DatasetFormatError, KittiStepVideo, PairDataset, VideoReader,
-    VIPSegVideo, build_reader, build_targets, collate_pairs,
-)
 from vknet_core.panoptic_io import PanopticFolder, PanopticFormatError
 from vknet_core.panoptic_io import decode_kitti_step as decode_kitti_step_png
 from vknet_core.panoptic_io import encode_kitti_step as encode_kitti_step_png
+from vknet_training.datasets import (
+    CityscapesVPSVideo,
+    DatasetFormatError,
+    KittiStepVideo,
+    PairDataset,
+    VideoReader,
+    VIPSegVideo,
+    build_reader,
+    build_targets,
+    collate_pairs,
+)
 from vknet_training.datasets.vipseg import CATEGORY_TO_TRAIN_ID
 from vknet_training.make_synthetic import make_synthetic
 
@@ -170,7 +177,7 @@ def _cityscapes_vps(root: Path) -> None:
                                     {"id": ids[3], "category_id": 13, "iscrowd": 0},
                                     {"id": ids[4], "category_id": 11, "iscrowd": 1}]})
     cats = [{"id": i, "name": n, "isthing": int(i >= 11)} for i, n in
-            enumerate(["c%d" % i for i in range(19)])]
+            enumerate([f"c{i}" for i in range(19)])]
     (root / "panoptic_gt_val_city_vps.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": cats}))
 
@@ -362,7 +369,7 @@ def test_pair_augmentation_is_identical_for_both_frames(seed):
         shift = dx * offset * meta["scale"] / 2 * (-1 if meta["flip"] else 1)
         h2, w2 = (meta["image_size"][0] + 1) // 2, (meta["image_size"][1] + 1) // 2
 
-        def whole(name, pid):  # the instance does not touch the border of the crop
+        def whole(name, pid, item=item, h2=h2, w2=w2):  # not touching the crop's border
             t = item[f"targets_{name}"]
             m = t["masks"][t["instance_ids"].tolist().index(pid)]
             return m[:, 0].sum() == 0 and m[:, w2 - 1].sum() == 0 and m[0].sum() == 0 \

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vknet_training.datasets import KittiStepVideo
 from vknet_core.synthetic_scene import make_sequence
+from vknet_training.datasets import KittiStepVideo
 from vknet_training.make_synthetic import main, make_synthetic
 
 STUFF = {0, 1, 2, 8, 10}

@@ -12,20 +12,39 @@ Everything is re-exported here: ``from vknet_core.panoptic_io import PanopticFol
 """
 
 from vknet_core.panoptic_io.coco_panoptic import (
-    TrackNumbering, decode_coco_panoptic, encode_coco_panoptic, rgb_to_segment_id,
-    segment_id_to_rgb, thing_categories,
+    TrackNumbering,
+    decode_coco_panoptic,
+    encode_coco_panoptic,
+    rgb_to_segment_id,
+    segment_id_to_rgb,
+    thing_categories,
 )
 from vknet_core.panoptic_io.folder import FORMATS, FrameRef, PanopticFolder, write_panoptic
 from vknet_core.panoptic_io.kitti_step import (
-    decode_kitti_step, encode_kitti_step, read_kitti_step, write_kitti_step,
+    decode_kitti_step,
+    encode_kitti_step,
+    read_kitti_step,
+    write_kitti_step,
 )
 from vknet_core.panoptic_io.png import (
-    PanopticFormatError, read_image, read_png, read_rgb, read_rgb_png_u8, read_single_channel_png,
-    split_ids, write_png,
+    PanopticFormatError,
+    read_image,
+    read_png,
+    read_rgb,
+    read_rgb_png_u8,
+    read_single_channel_png,
+    split_ids,
+    write_png,
 )
 from vknet_core.panoptic_io.vipseg import (
-    CATEGORY_TO_TRAIN_ID, VIPSEG_NUM_CATEGORIES, VIPSEG_THING_CATEGORIES,
-    VIPSEG_TRAIN_TO_CATEGORY, VIPSEG_VOID_VALUES, decode_vipseg, encode_vipseg, read_vipseg,
+    CATEGORY_TO_TRAIN_ID,
+    VIPSEG_NUM_CATEGORIES,
+    VIPSEG_THING_CATEGORIES,
+    VIPSEG_TRAIN_TO_CATEGORY,
+    VIPSEG_VOID_VALUES,
+    decode_vipseg,
+    encode_vipseg,
+    read_vipseg,
     write_vipseg,
 )
 

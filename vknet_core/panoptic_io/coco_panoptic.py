@@ -43,7 +43,9 @@ def segment_id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 
 def thing_categories(
-    categories: Optional[Iterable[Mapping[str, Any]]], fallback: Iterable[int] = (), source: str = ""
+    categories: Optional[Iterable[Mapping[str, Any]]],
+    fallback: Iterable[int] = (),
+    source: str = "",
 ) -> frozenset[int]:
     """The thing category ids: those whose ``isthing`` flag is set in the json's ``categories``;
     ``fallback`` (the config's thing train ids) only when the json has no categories.
@@ -90,7 +92,9 @@ class TrackNumbering:
 
     @classmethod
     def of_video(
-        cls, frames: Iterable[Sequence[Mapping[str, Any]]], things: Iterable[int],
+        cls,
+        frames: Iterable[Sequence[Mapping[str, Any]]],
+        things: Iterable[int],
         label_divisor: int = 1000,
     ) -> TrackNumbering:
         """Number a whole video up front (``segments_info`` per frame, in frame order), so that

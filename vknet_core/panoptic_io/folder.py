@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from vknet_core.panoptic_io.coco_panoptic import (
-    TrackNumbering, decode_coco_panoptic, thing_categories,
+    TrackNumbering,
+    decode_coco_panoptic,
+    thing_categories,
 )
 from vknet_core.panoptic_io.kitti_step import read_kitti_step, write_kitti_step
 from vknet_core.panoptic_io.png import PanopticFormatError, read_rgb_png_u8

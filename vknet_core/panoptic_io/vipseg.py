@@ -16,9 +16,64 @@ from vknet_core.panoptic_io.png import PanopticFormatError, read_png, split_ids,
 
 # panoVIPSeg_categories.json entries with "isthing": 1 (category ids)
 VIPSEG_THING_CATEGORIES: tuple[int, ...] = (
-    2, 4, 8, 10, 41, 43, 44, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 60, 61, 62, 63, 64, 65, 72,
-    74, 76, 77, 78, 79, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 95, 96, 97, 99, 100, 101,
-    102, 106, 107, 108, 109, 114, 115, 116, 117, 118, 122, 123,
+    2,
+    4,
+    8,
+    10,
+    41,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    54,
+    55,
+    56,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    72,
+    74,
+    76,
+    77,
+    78,
+    79,
+    82,
+    83,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+    91,
+    92,
+    95,
+    96,
+    97,
+    99,
+    100,
+    101,
+    102,
+    106,
+    107,
+    108,
+    109,
+    114,
+    115,
+    116,
+    117,
+    118,
+    122,
+    123,
 )
 VIPSEG_NUM_CATEGORIES = 124
 VIPSEG_VOID_VALUES: tuple[int, ...] = (0, 200)
@@ -55,8 +110,7 @@ def decode_vipseg(
     bad = ~void & ~region & ~_VIPSEG_CAT_IS_THING[cat]
     if bad.any():
         raise PanopticFormatError(
-            f"VIPSeg values {np.unique(v[bad])[:10].tolist()} encode instances of stuff "
-            "categories"
+            f"VIPSeg values {np.unique(v[bad])[:10].tolist()} encode instances of stuff categories"
         )
     if label_divisor <= 100:
         raise ValueError(

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from vknet_core.panoptic_io.png import (
-    PanopticFormatError, read_rgb, read_rgb_png_u8, read_single_channel_png,
+    PanopticFormatError,
+    read_rgb,
+    read_rgb_png_u8,
+    read_single_channel_png,
 )
 
 LABEL_DIVISOR = 1000

@@ -13,7 +13,8 @@ segment is one track: the reader numbers thing segments 1, 2, ... per video in o
 appearance, per class, and returns ``train_id * 1000 + that number``; stuff and crowd segments
 get instance 0, unlabelled pixels (id 0 or not listed) are void. ``category_id`` is the train id
 (0..18); the things are the categories flagged ``isthing`` in the json (11..18). Decoding is
-``vknet_core.panoptic_io.coco_panoptic``'s, the same as evaluation folders use. Only the annotated frames (every 5th) are frames of a sequence.
+``vknet_core.panoptic_io.coco_panoptic``'s, the same as evaluation folders use. Only the
+annotated frames (every 5th) are frames of a sequence.
 The release ships this json and ``panoptic_video/`` for ``val``; for ``train`` create them with
 mcahny/vps ``prepare_data/create_panoptic_video_labels.py --mode train``.
 """
@@ -26,10 +27,18 @@ from typing import Any
 import numpy as np
 
 from vknet_core.panoptic_io.coco_panoptic import (
-    TrackNumbering, decode_coco_panoptic, rgb_to_segment_id, thing_categories,
+    TrackNumbering,
+    decode_coco_panoptic,
+    rgb_to_segment_id,
+    thing_categories,
 )
 from vknet_training.datasets.base import (
-    IGNORE_LABEL, LABEL_DIVISOR, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    IGNORE_LABEL,
+    LABEL_DIVISOR,
+    DatasetFormatError,
+    VideoReader,
+    check_same_size,
+    read_rgb,
     read_rgb_png_u8,
 )
 

@@ -21,11 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from vknet_core.panoptic_io.vipseg import (  # the category table lives with the decoder
-    CATEGORY_TO_TRAIN_ID, VIPSEG_NUM_CATEGORIES, VIPSEG_THING_CATEGORIES, VIPSEG_VOID_VALUES,
+    CATEGORY_TO_TRAIN_ID,
+    VIPSEG_THING_CATEGORIES,
     decode_vipseg,
 )
 from vknet_training.datasets.base import (
-    IGNORE_LABEL, LABEL_DIVISOR, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    IGNORE_LABEL,
+    LABEL_DIVISOR,
+    DatasetFormatError,
+    VideoReader,
+    check_same_size,
+    read_rgb,
     read_single_channel_png,
 )
 
