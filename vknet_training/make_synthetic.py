@@ -6,7 +6,9 @@
 writes ``OUT/video_sequence/{split}/{seq:06d}_{frame:06d}_{leftImg8bit|panoptic}.png`` (panoptic:
 R = semantic train id, G * 256 + B = instance id), readable by ``KittiStepVideo``. The scenes
 come from ``vknet_core.synthetic_scene``. The split folder appears whole or not at all: it is
-written under a temporary name and renamed when every frame is on disk.
+written under a temporary name and renamed when every frame is on disk. An existing split that
+holds only such frames (an earlier run) is replaced whole, never mixed with the new frames; a
+folder with anything else in it is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PROG = "make_synthetic.py"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FRAME_FILE = re.compile(r"^\d{6}_\d{6}_(leftImg8bit|panoptic)\.png$")
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -56,10 +59,17 @@ def check_arguments(
             f"split must be a plain folder name (letters, digits, _ . -), got {split!r}"
         )
     folder = Path(out) / "video_sequence" / split
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise FileExistsError(
-            f"{folder} already exists and is not empty; remove it or choose another --out/--split"
+    if folder.exists():
+        foreign = (
+            [p.name for p in folder.iterdir() if not _FRAME_FILE.match(p.name)]
+            if folder.is_dir()
+            else [folder.name]
         )
+        if foreign:
+            raise FileExistsError(
+                f"{folder} exists and holds more than synthetic frames (e.g. {foreign[0]!r}); "
+                "remove it or choose another --out/--split"
+            )
     return folder
 
 
@@ -94,9 +104,14 @@ def make_synthetic(
                     names.append(f"{stem}_panoptic.png")
                 log.info("sequence %d: %d frames in %.2f s", k, frames, time.perf_counter() - t0)
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-            if folder.is_dir():
-                folder.rmdir()  # empty (checked above)
-            os.replace(tmp, folder)
+            if folder.is_dir():  # an earlier run (checked above): replaced whole
+                old = Path(tempfile.mkdtemp(prefix=f".{split}.", suffix=".old", dir=parent))
+                os.replace(folder, old / split)
+                os.replace(tmp, folder)
+                shutil.rmtree(old)
+                log.info("replaced the earlier frames in %s", folder)
+            else:
+                os.replace(tmp, folder)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

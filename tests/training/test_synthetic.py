@@ -149,12 +149,19 @@ def test_cli_rejects_bad_arguments_before_writing(tmp_path, capsys, args, messag
 
 def test_existing_split_is_refused_and_a_failed_run_leaves_nothing(tmp_path, capsys,
                                                                   monkeypatch):
-    make_synthetic(tmp_path, sequences=1, frames=1, height=32, width=64, split="val")
-    before = sorted(p.name for p in (tmp_path / "video_sequence" / "val").iterdir())
+    val = tmp_path / "video_sequence" / "val"
+    make_synthetic(tmp_path, sequences=3, frames=1, height=32, width=64, split="val")
+    rc = main(["--out", str(tmp_path), "--sequences", "1", "--frames", "2", "--height", "32",
+               "--width", "64", "--split", "val"])  # an earlier run is replaced, not mixed
+    assert rc == 0 and KittiStepVideo(tmp_path, "val").sequences() == [0]
+    assert len(list(val.iterdir())) == 4 and list(val.parent.iterdir()) == [val]  # no temp
+    (val / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in val.iterdir())
     rc = main(["--out", str(tmp_path), "--frames", "1", "--height", "32", "--width", "64",
                "--split", "val"])
-    assert rc == 2 and "already exists and is not empty" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "video_sequence" / "val").iterdir()) == before
+    assert rc == 2 and "holds more than synthetic frames (e.g. 'notes.txt')" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in val.iterdir()) == before
 
     import vknet_training.make_synthetic as ms
 
