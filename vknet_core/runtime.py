@@ -9,7 +9,8 @@ protocol, so ``VideoPanopticPipeline`` takes any of them.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Union
+from collections.abc import Mapping
+from typing import Union
 
 import numpy as np
 import torch
