@@ -16,7 +16,7 @@ setup(
     version="0.1.0",
     packages=[
         "vknet_core", "vknet_core.model", "vknet_core.losses", "vknet_core.postprocess",
-        "vknet_core.tracking", "vknet_core.metrics",
+        "vknet_core.tracking", "vknet_core.metrics", "vknet_core.panoptic_io",
         "vknet_export", "vknet_training", "vknet_training.datasets",
         "vknet_ros",
     ],
@@ -31,7 +31,9 @@ setup(
     zip_safe=False,
     maintainer="vknet developers",
     maintainer_email="vknet@example.com",
-    description="Video K-Net video panoptic segmentation: PyTorch model, ONNX/TensorRT export, ROS 2 node",
+    description=(
+        "Video K-Net video panoptic segmentation: PyTorch model, ONNX/TensorRT export, ROS 2 node"
+    ),
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={

@@ -21,6 +21,7 @@ import torch
 
 import vknet_core
 from vknet_core.config import kitti_step_r50
+from vknet_core.io_spec import io_spec
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.preprocess import PreprocessConfig
 from vknet_core.runtime import TorchBackend
@@ -31,6 +32,8 @@ class SyntheticHeadBackend:
 
     def __init__(self, net_hw: tuple[int, int], num_things: int = 12, seed: int = 0):
         cfg = kitti_step_r50()
+        self.name, self.device, self.cfg = "synthetic-head", torch.device("cpu"), cfg
+        self.spec = io_spec(cfg, net_hw[0], net_hw[1])  # vknet_core.backend.Backend
         self.N, self.K = cfg.num_kernels, cfg.labels.num_classes
         self.Q = cfg.head.num_thing_kernels
         self.C, self.E, self.T = cfg.neck.channels, cfg.video.embed_channels, cfg.labels.num_things

@@ -147,7 +147,7 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
 def bench_ros(model: Path, backend: str = "torch", device: str = "cpu", height: int = 384,
               width: int = 1248, frames: int = 30, warmup: int = 5) -> dict[str, Any]:
     """Both measurements on the same synthetic frames; returns the report dict."""
-    from vknet_training.make_synthetic import make_sequence
+    from vknet_core.synthetic_scene import make_sequence
 
     clip = [rgb for rgb, _ in make_sequence(np.random.default_rng(3), frames, height, width)]
     alone = bench_pipeline(model, backend, device, clip, warmup)

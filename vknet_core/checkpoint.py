@@ -54,7 +54,9 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # pickle/zip errors of a truncated or foreign file
-        raise ValueError(f"{path} is not a readable vknet checkpoint ({type(e).__name__}: {e})")
+        raise ValueError(
+            f"{path} is not a readable vknet checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

@@ -9,8 +9,9 @@ enters and leaves ``vknet_core``; the network internally orders classes "things 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -115,7 +116,7 @@ class VKNetConfig:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "VKNetConfig":
+    def from_dict(d: dict[str, Any]) -> VKNetConfig:
         def tup(x: Any) -> Any:
             return tuple(x) if isinstance(x, list) else x
 

@@ -7,11 +7,12 @@ Key families: ``parity/r50_kitti_step_state_dict.json`` and ``swinb_kitti_step_s
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 
 from vknet_core.config import VKNetConfig
+
 
 def _rules(cfg: VKNetConfig) -> list[tuple[re.Pattern, Callable[[re.Match], str]]]:
     last = cfg.head.num_stages - 1

@@ -21,13 +21,15 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from vknet_core.backend import Backend
 from vknet_core.config import VKNetConfig
+from vknet_core.io_spec import OUTPUT_NAMES, initial_state
 from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
 from vknet_core.preprocess import PreprocessConfig, to_model_input
-from vknet_core.runtime import Backend, TorchBackend
+from vknet_core.runtime import TorchBackend
 from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
-from vknet_core.types import OUTPUT_NAMES, PanopticFrame, Segment
+from vknet_core.types import PanopticFrame, Segment
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class PipelineConfig:
     """Everything after the network, plus the input geometry.
 
     device: where merge and boxes run ("cpu", "cuda", ...); None = the backend's ``device``
-    attribute when it has a torch one, else "cpu".
+    (ONNX Runtime or TensorRT on CUDA -> merge on CUDA), CPU when torch has no CUDA.
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -47,23 +49,27 @@ class PipelineConfig:
 
 
 class VideoPanopticPipeline:
-    """Stateful per-frame runner. ``model_cfg`` gives labels, kernel counts and strides."""
+    """Stateful per-frame runner. ``model_cfg`` (default: ``backend.cfg``) gives labels, kernel
+    counts and strides."""
 
-    def __init__(self, backend: Backend, model_cfg: VKNetConfig,
+    def __init__(self, backend: Backend, model_cfg: Optional[VKNetConfig] = None,
                  cfg: PipelineConfig = PipelineConfig()):
-        if not callable(getattr(backend, "step", None)):
-            raise TypeError(f"backend must have step(feeds) -> outputs, got {type(backend)}")
+        if not isinstance(backend, Backend):
+            missing = [a for a in ("step", "close", "device", "spec", "cfg", "name")
+                       if not hasattr(backend, a)]
+            raise TypeError(f"backend must implement vknet_core.backend.Backend; "
+                            f"{type(backend).__name__} lacks {missing}")
+        model_cfg = backend.cfg if model_cfg is None else model_cfg
+        if backend.spec.num_kernels != model_cfg.num_kernels:
+            raise ValueError(f"backend {backend.name} runs {backend.spec.num_kernels} kernels, "
+                             f"model config {model_cfg.name!r} has {model_cfg.num_kernels}")
         self.backend = backend
         self.model_cfg = model_cfg
         self.cfg = cfg
-        dev = cfg.device
-        if dev is None:
-            bdev = getattr(backend, "device", None)
-            dev = str(bdev) if isinstance(bdev, torch.device) else "cpu"
-        self.device = torch.device(dev)
+        self.device = _merge_device(cfg.device, backend.device)
         pre = cfg.preprocess
-        spec = getattr(backend, "spec", None)  # exported graphs with a fixed input size
-        if pre.net_hw is None and spec is not None and not getattr(spec, "dynamic", True):
+        spec = backend.spec  # exported graphs with a fixed input size set the network size
+        if pre.net_hw is None and not spec.dynamic:
             pre = PreprocessConfig(net_hw=(int(spec.height), int(spec.width)),
                                    size_divisor=pre.size_divisor, pad_value=pre.pad_value)
         self.preprocess_cfg = pre
@@ -75,9 +81,8 @@ class VideoPanopticPipeline:
 
     def reset(self) -> None:
         """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (ids from 1)."""
-        N, C = self.model_cfg.num_kernels, self.model_cfg.neck.channels
-        self._prev_kernels = np.zeros((1, N, C), np.float32)
-        self._has_prev = np.zeros((1,), np.float32)
+        state = initial_state(self.backend.spec)
+        self._prev_kernels, self._has_prev = state["prev_kernels"], state["has_prev"]
         self.frame_index = 0
         self.tracker.reset()
 
@@ -86,7 +91,7 @@ class VideoPanopticPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], device: str = "cpu",
-                        cfg: PipelineConfig = PipelineConfig()) -> "VideoPanopticPipeline":
+                        cfg: PipelineConfig = PipelineConfig()) -> VideoPanopticPipeline:
         """Checkpoint -> TorchBackend on ``device`` -> pipeline."""
         from vknet_core.checkpoint import load_checkpoint
 
@@ -170,3 +175,14 @@ class VideoPanopticPipeline:
         if out["track_embed"].shape[:2] != (1, Q) or out["mask_logits"].shape[:2] != (1, N):
             raise ValueError(f"backend outputs track_embed {out['track_embed'].shape} / "
                              f"mask_logits {out['mask_logits'].shape} do not fit Q={Q}, N={N}")
+
+
+def _merge_device(requested: Optional[str], network: torch.device) -> torch.device:
+    """Where merge and boxes run: as requested, else beside the network's outputs (CPU when
+    torch itself has no CUDA, e.g. onnxruntime-gpu next to a CPU-only torch)."""
+    if requested is not None:
+        return torch.device(requested)
+    if network.type == "cuda" and not torch.cuda.is_available():
+        log.warning("network runs on %s but torch has no CUDA: merging on cpu", network)
+        return torch.device("cpu")
+    return network

@@ -1,51 +1,24 @@
-"""Backend protocol (one per-frame step, numpy in and out) and the PyTorch backend.
+"""The PyTorch backend: one per-frame step, numpy in and out (the ``vknet_core.backend`` protocol).
 
-Feeds and outputs are named by ``vknet_core.types.INPUT_NAMES`` / ``OUTPUT_NAMES`` (DESIGN §3.2):
-``image`` uint8 [1,H,W,3] RGB, ``prev_kernels`` float32 [1,N,C], ``has_prev`` float32 [1] in;
-``cls_prob`` [1,N,K], ``mask_logits`` [1,N,h,w], ``cur_kernels`` [1,N,C], ``track_embed`` [1,Q,E],
-``sem_logits`` [1,K,h,w] out. ONNX Runtime and TensorRT backends live in ``vknet_export`` and
-implement the same protocol, so ``VideoPanopticPipeline`` takes any of them.
+Feeds and outputs are those of ``vknet_core.io_spec`` (DESIGN §3.2): ``image`` uint8 [1,H,W,3]
+RGB, ``prev_kernels`` float32 [1,N,C], ``has_prev`` float32 [1] in; ``cls_prob`` [1,N,K],
+``mask_logits`` [1,N,h,w], ``cur_kernels`` [1,N,C], ``track_embed`` [1,Q,E], ``sem_logits``
+[1,K,h,w] out. ONNX Runtime and TensorRT backends live in ``vknet_export`` and implement the same
+protocol, so ``VideoPanopticPipeline`` takes any of them.
 """
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Protocol, Union, runtime_checkable
+from collections.abc import Mapping
+from typing import Union
 
 import numpy as np
 import torch
 
-from vknet_core.types import INPUT_NAMES, OUTPUT_NAMES
+from vknet_core.backend import network_device
+from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES, check_feeds, io_spec
 
 log = logging.getLogger(__name__)
-
-_INPUT_DTYPES = {"image": np.uint8, "prev_kernels": np.float32, "has_prev": np.float32}
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """One network step per frame; state goes in and out explicitly as arrays."""
-
-    def step(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ...
-
-    def close(self) -> None:
-        ...
-
-
-def check_feeds(feeds: Mapping[str, np.ndarray]) -> None:
-    """Names, dtypes and ranks of the per-frame feeds; ValueError saying what was received."""
-    if set(feeds) != set(INPUT_NAMES):
-        raise ValueError(f"feeds must be exactly {list(INPUT_NAMES)}, got {sorted(feeds)}")
-    ranks = {"image": 4, "prev_kernels": 3, "has_prev": 1}
-    for name in INPUT_NAMES:
-        a = feeds[name]
-        if not isinstance(a, np.ndarray) or a.dtype != _INPUT_DTYPES[name] \
-                or a.ndim != ranks[name]:
-            got = (a.shape, a.dtype) if isinstance(a, np.ndarray) else type(a)
-            raise ValueError(f"feed {name!r} must be a {ranks[name]}-D "
-                             f"{np.dtype(_INPUT_DTYPES[name]).name} array, got {got}")
-    if feeds["image"].shape[-1] != 3:
-        raise ValueError(f"image must be [B,H,W,3] RGB, got {feeds['image'].shape}")
 
 
 class TorchBackend:
@@ -60,13 +33,14 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: Union[str, torch.device] = "cpu"):
         from vknet_core.model.vknet import FrameStep  # the model is the heavy import
 
-        self.device = torch.device(device)
+        self.device = network_device(device)
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError(f"device {device!r} requested but CUDA is not available")
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.cfg = model.cfg
+        self.spec = io_spec(model.cfg, dynamic=True)  # any multiple of 32, no sample size
         self._step: "FrameStep | None" = FrameStep(model).to(self.device).eval()
         log.info("torch backend %s on %s", model.cfg.name, self.device)
 
@@ -74,7 +48,7 @@ class TorchBackend:
         """One frame: feeds {image, prev_kernels, has_prev} -> the five outputs (numpy)."""
         if self._step is None:
             raise RuntimeError("TorchBackend is closed; create a new backend")
-        check_feeds(feeds)
+        check_feeds(self.spec, feeds)
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device)
                 for n in INPUT_NAMES]
         with torch.inference_mode():

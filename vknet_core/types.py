@@ -2,7 +2,8 @@
 
 Dim letters (project-wide): B batch, T clip length, N kernels (Q things + stuff), Q thing kernels,
 K classes, C channels, E embedding channels, H x W image, h x w = H/8 x W/8 feature map.
-The field names of ``FrameOutputs`` are the ONNX output names (``vknet_export/io_spec.py``).
+The field names of ``FrameOutputs`` are the graph output names, ``vknet_core.io_spec.OUTPUT_NAMES``
+(the per-frame contract lives there; the names are re-exported here for existing imports).
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
-INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "has_prev")
-OUTPUT_NAMES: tuple[str, ...] = (
-    "cls_prob", "mask_logits", "cur_kernels", "track_embed", "sem_logits",
-)
+from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES
+
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "FrameOutputs", "TrainOutputs", "Segment",
+           "PanopticFrame"]
 
 
 class FrameOutputs(NamedTuple):
@@ -34,6 +35,9 @@ class FrameOutputs(NamedTuple):
     cur_kernels: Tensor
     track_embed: Tensor
     sem_logits: Tensor
+
+
+assert FrameOutputs._fields == OUTPUT_NAMES, "FrameOutputs must follow io_spec.OUTPUT_NAMES"
 
 
 class TrainOutputs(NamedTuple):

@@ -1,5 +1,6 @@
-"""Pick a per-frame backend by name; every one has ``step(feeds) -> outputs``, ``close()``,
-``cfg`` (the model's ``VKNetConfig``) and ``device``.
+"""Pick a per-frame backend by name; every one is a ``vknet_core.backend.Backend``:
+``step(feeds) -> outputs``, ``close()``, ``spec``, ``device`` (torch) and ``cfg`` (the model's
+``VKNetConfig``, given at construction).
 
     backend = make_backend("onnxruntime", "m.onnx", device="cpu")
     pipe = VideoPanopticPipeline(backend, backend.cfg)
@@ -15,16 +16,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+if TYPE_CHECKING:  # this module stays light (no torch, no onnx) until a backend is built
+    from vknet_core.backend import Backend
+    from vknet_core.config import VKNetConfig
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 
 
 def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
-                 **kwargs: Any) -> Any:
-    """Build the backend ``name`` for ``model_path`` on ``device``.
+                 **kwargs: Any) -> Backend:
+    """Build the backend ``name`` for ``model_path`` on ``device`` (a ``vknet_core`` Backend).
 
     kwargs: onnxruntime -> ``num_threads``, ``trt_cache_dir``; tensorrt -> ``onnx_path``,
     ``fp16``, ``can_build``.
@@ -38,20 +43,16 @@ def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
         import vknet_core
         from vknet_core.runtime import TorchBackend
 
-        return TorchBackend(vknet_core.load_checkpoint(model_path), device)
+        return TorchBackend(vknet_core.load_checkpoint(model_path), device, **kwargs)
     if name == "onnxruntime":
         from vknet_export.ort_backend import OrtBackend
-        from vknet_export.to_onnx import read_metadata
 
-        backend = OrtBackend(model_path, device, **kwargs)
-        backend.cfg, _ = read_metadata(model_path)
-        return backend
+        return OrtBackend(model_path, device, **kwargs)  # cfg from the graph's metadata
     return _tensorrt(model_path, device, **kwargs)
 
 
 def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path]] = None,
-              **kwargs: Any) -> Any:
-    from vknet_export.to_onnx import read_metadata
+              **kwargs: Any) -> Backend:
     from vknet_export.trt_backend import TrtBackend
 
     if device == "cpu":
@@ -62,16 +63,20 @@ def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path
         engine = model_path
         sibling = model_path.with_suffix(".onnx")
         onnx_path = onnx_path or (sibling if sibling.is_file() else None)
-    backend = TrtBackend(engine, device, onnx_path=onnx_path, **kwargs)
-    if onnx_path is not None:
-        backend.cfg, _ = read_metadata(onnx_path)
-    else:
-        from vknet_core.config import VKNetConfig
-        from vknet_export.to_trt import read_cache_key
+    return TrtBackend(engine, device, onnx_path=onnx_path, cfg=_trt_config(engine, onnx_path),
+                      **kwargs)
 
-        key = read_cache_key(engine) or {}
-        if "model_config" not in key:
-            backend.close()
-            raise ValueError(f"{engine}: no ONNX beside it and no model config in its cache key")
-        backend.cfg = VKNetConfig.from_dict(key["model_config"])
-    return backend
+
+def _trt_config(engine: Path, onnx_path: Optional[Union[str, Path]]) -> VKNetConfig:
+    """The model config of an engine: from its ONNX, else from its cache key."""
+    if onnx_path is not None:
+        from vknet_export.to_onnx import read_metadata
+
+        return read_metadata(onnx_path)[0]
+    from vknet_core.config import VKNetConfig
+    from vknet_export.engine_cache import read_cache_key
+
+    key = read_cache_key(engine) or {}
+    if "model_config" not in key:
+        raise ValueError(f"{engine}: no ONNX beside it and no model config in its cache key")
+    return VKNetConfig.from_dict(key["model_config"])

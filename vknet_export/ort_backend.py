@@ -5,6 +5,8 @@
 
 ``device``: "cpu" | "cuda" | "cuda:<i>" | "tensorrt" | "tensorrt:<i>". A provider that this
 onnxruntime build lacks is an error naming the providers it has (no silent CPU fallback).
+``be.device`` is the torch device the graph runs on (CUDA for the cuda and tensorrt providers),
+so the pipeline merges there. The model config comes from the graph's metadata unless given.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from vknet_export.io_spec import OUTPUT_NAMES, IOSpec, TensorSpec, check_feeds
+from vknet_core.backend import network_device
+from vknet_core.config import VKNetConfig
+from vknet_core.io_spec import OUTPUT_NAMES, IOSpec, TensorSpec, check_feeds, from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +63,17 @@ def providers_for(device: str, available: list[str],
 
 
 class OrtBackend:
-    """Runs an exported per-frame graph with ONNX Runtime. ``spec`` is read from the session."""
+    """Runs an exported per-frame graph with ONNX Runtime (a ``vknet_core.backend.Backend``).
+
+    ``spec`` is read from the session; ``cfg`` is given or read from the graph's metadata.
+    """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: Union[str, Path], device: str = "cpu",
                  num_threads: Optional[int] = None,
-                 trt_cache_dir: Optional[Union[str, Path]] = None):
+                 trt_cache_dir: Optional[Union[str, Path]] = None,
+                 cfg: Optional[VKNetConfig] = None):
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -81,8 +89,10 @@ class OrtBackend:
                 str(model_path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise RuntimeError(f"onnxruntime could not load {model_path}: {e}") from e
-        self.device = device
+        self.device = network_device(device)
         self.spec = _spec_from_session(self._session)
+        self.cfg = cfg if cfg is not None else from_metadata(
+            self._session.get_modelmeta().custom_metadata_map, str(model_path))[0]
         outs = tuple(o.name for o in self._session.get_outputs())
         if outs != OUTPUT_NAMES:
             raise ValueError(f"{model_path} outputs {list(outs)}, expected {list(OUTPUT_NAMES)}")

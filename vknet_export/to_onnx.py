@@ -5,7 +5,7 @@
         [--dynamic]
 
 What is exported is ``FrameStep(model)``: uint8 RGB [1,H,W,3] in, normalisation inside the graph,
-``prev_kernels``/``has_prev`` in, the five ``FrameOutputs`` out (names from ``io_spec``). At a
+``prev_kernels``/``has_prev`` in, the five ``FrameOutputs`` out (``vknet_core.io_spec``). At a
 fixed size every shape computation and the positional encoding are folded into constants
 (``onnx_ops.fold_constants``). The file is written to a temp name and renamed only after
 ``onnx.checker``, the TensorRT op check and an ONNX Runtime smoke run against PyTorch pass.
@@ -14,7 +14,6 @@ The model's config and network size travel in the ONNX metadata (``read_metadata
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -27,14 +26,19 @@ import torch
 from vknet_core.atomic import atomic_path
 from vknet_core.cli import ArgumentParser, run_cli
 from vknet_core.config import PRESETS, VKNetConfig
+from vknet_core.io_spec import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    IOSpec,
+    dummy_inputs,
+    from_metadata,
+    graph_metadata,
+    io_spec,
+)
 from vknet_core.model.vknet import FrameStep, VideoKNet
-from vknet_export.io_spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec, dummy_inputs, io_spec
 
 log = logging.getLogger(__name__)
 
-META_CONFIG, META_HEIGHT, META_WIDTH, META_DYNAMIC = (
-    "vknet_config", "vknet_height", "vknet_width", "vknet_dynamic"
-)
 SMOKE_TOL = {"cls_prob": 1e-3}  # abs; the acceptance tolerances are checked by the tests
 
 
@@ -89,8 +93,7 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
             )
         proto = onnx.load(str(tmp))
         proto = fold_constants(proto)  # fixed size: everything but the network; dynamic: less
-        for key, value in ((META_CONFIG, json.dumps(cfg.to_dict())), (META_HEIGHT, str(height)),
-                           (META_WIDTH, str(width)), (META_DYNAMIC, str(int(dynamic)))):
+        for key, value in graph_metadata(cfg, spec).items():
             proto.metadata_props.add(key=key, value=value)
         proto.doc_string = f"vknet per-frame graph, preset {cfg.name}, {height}x{width}"
         onnx.checker.check_model(proto, full_check=True)
@@ -145,14 +148,7 @@ def read_metadata(onnx_path: Union[str, Path]) -> tuple[VKNetConfig, IOSpec]:
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if META_CONFIG not in meta:
-        raise ValueError(f"{onnx_path} has no vknet metadata (was it written by "
-                         f"export/to_onnx.py?); keys present: {sorted(meta)}")
-    cfg = VKNetConfig.from_dict(json.loads(meta[META_CONFIG]))
-    spec = io_spec(cfg, int(meta[META_HEIGHT]), int(meta[META_WIDTH]),
-                   dynamic=bool(int(meta[META_DYNAMIC])))
-    return cfg, spec
+    return from_metadata({p.key: p.value for p in proto.metadata_props}, str(onnx_path))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -4,40 +4,56 @@ stream, with device buffers allocated once and reused across frames (torch owns 
     with TrtBackend("m.engine", onnx_path="m.onnx") as be:   # rebuilds a stale engine
         out = be.step(feeds)                                   # dict of np.ndarray
 
-The engine's cache key (``to_trt.ensure_engine``) is checked before deserialisation, so a
-TensorRT upgrade or another GPU rebuilds the engine instead of crashing.
+The engine's cache key (``vknet_export.engine_cache``) is checked before deserialisation, so a
+TensorRT upgrade or another GPU rebuilds the engine instead of crashing. The model config is
+given at construction (``backends.make_backend`` reads it from the ONNX or the cache key).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
-from vknet_export.io_spec import OUTPUT_NAMES, IOSpec, TensorSpec, check_feeds
-from vknet_export.to_trt import BuildOptions, EngineCacheError, _import_trt, ensure_engine
+from vknet_core.backend import network_device
+from vknet_core.config import VKNetConfig
+from vknet_core.io_spec import OUTPUT_NAMES, IOSpec, TensorSpec, check_feeds
+from vknet_export.engine_cache import BuildOptions, EngineCacheError
+from vknet_export.trt_build import ensure_trt_engine, import_trt
 
 log = logging.getLogger(__name__)
 
 
 class TrtBackend:
+    """A TensorRT engine as a ``vknet_core.backend.Backend`` (``cfg``: the model's config;
+    read from the ONNX metadata when None and ``onnx_path`` is given)."""
+
     name = "tensorrt"
 
     def __init__(self, engine_path: Union[str, Path], device: str = "cuda:0",
                  onnx_path: Optional[Union[str, Path]] = None, fp16: bool = False,
-                 can_build: bool = True, options: Optional[BuildOptions] = None):
+                 can_build: bool = True, options: Optional[BuildOptions] = None,
+                 cfg: Optional[VKNetConfig] = None):
         import torch
 
-        trt = _import_trt()
-        if not device.startswith("cuda") or not torch.cuda.is_available():
+        trt = import_trt()
+        if not str(device).startswith("cuda") or not torch.cuda.is_available():
             raise EngineCacheError(f"TensorRT needs a CUDA device, got device={device!r} "
                                    f"(cuda available: {torch.cuda.is_available()})")
+        if cfg is None:
+            if onnx_path is None:
+                raise ValueError(f"TrtBackend({engine_path}): give cfg or onnx_path")
+            from vknet_export.to_onnx import read_metadata
+
+            cfg = read_metadata(onnx_path)[0]
+        self.cfg = cfg
         self._torch, self._trt = torch, trt
-        self.device = torch.device(device)
+        self.device = network_device(device)
         torch.cuda.set_device(self.device)
         options = options or BuildOptions(fp16=fp16)
-        engine_path = ensure_engine(onnx_path, engine_path, options, can_build=can_build)
+        engine_path = ensure_trt_engine(onnx_path, engine_path, options, can_build=can_build)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
@@ -55,8 +71,8 @@ class TrtBackend:
         self._dtypes = {n: _torch_dtype(torch, trt, self._engine.get_tensor_dtype(n))
                         for n in names}
         self.spec = self._make_spec(names, is_input)
-        self._buffers: dict[str, "torch.Tensor"] = {}
-        self._host: dict[str, "torch.Tensor"] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._host: dict[str, torch.Tensor] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         log.info("TensorRT %s: %s on %s", trt.__version__, Path(engine_path).name,
                  torch.cuda.get_device_name(self.device))
@@ -115,7 +131,7 @@ class TrtBackend:
         self._buffers.clear()
         self._host.clear()
 
-    def __enter__(self) -> "TrtBackend":
+    def __enter__(self) -> TrtBackend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,7 +3,7 @@
     python -m vknet_ros.demo --out out/demo            # what `make demo` runs
 
 Three nodes in one process, talking through DDS like separate processes would:
-  synthetic_camera  publishes street-scene frames (``vknet_training.make_synthetic``) on ``image``
+  synthetic_camera  publishes street-scene frames (``vknet_core.synthetic_scene``) on ``image``
                     (sensor_msgs/Image rgb8, reliable, stamped with the publish time) at ``--rate``
   vknet_node        the real node with the shipped ``tiny`` model (PyTorch backend)
   demo_recorder     subscribes ``~/panoptic``, ``~/instance_ids`` and ``~/overlay``
@@ -42,7 +42,7 @@ class DemoResult:
 
 
 def _synthetic_frames(n: int, height: int, width: int, seed: int) -> list[np.ndarray]:
-    from vknet_training.make_synthetic import make_sequence
+    from vknet_core.synthetic_scene import make_sequence
 
     return [rgb for rgb, _ in make_sequence(np.random.default_rng(seed), n, height, width)]
 

@@ -90,10 +90,7 @@ def load_pipeline(params: NodeParams) -> LoadedPipeline:
         raise ModelLoadError(
             f"could not load {params.backend} model {path}: {type(e).__name__}: {e}"
         ) from e
-    cfg = getattr(backend, "cfg", None)
-    if cfg is None:
-        backend.close()
-        raise ModelLoadError(f"backend {params.backend} for {path} carries no model config")
+    cfg = backend.cfg  # every Backend carries its model config (vknet_core.backend)
     labels = cfg.labels
     pipe_cfg = PipelineConfig(
         preprocess=PreprocessConfig(net_hw=params.network_hw, size_divisor=cfg.size_divisor),

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+from vknet_export.backends import BACKENDS  # the backend names, defined once
+
 INPUT_QOS: tuple[str, ...] = ("sensor_data", "reliable")
 DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "models" / "tiny_synthetic.pt"
 

@@ -4,357 +4,73 @@
     python training/make_synthetic.py --out data/synthetic --split val --seed 1   # held out
 
 writes ``OUT/video_sequence/{split}/{seq:06d}_{frame:06d}_{leftImg8bit|panoptic}.png`` (panoptic:
-R = semantic train id, G * 256 + B = instance id), readable by ``KittiStepVideo``.
-
-Each sequence is a static street seen by a slowly panning camera: sky (10), buildings (2) with
-window grids, vegetation (8) blobs and hedges, a far and a near sidewalk (1, tiled) and the road
-(0), each with its own colour and texture. Cars (13: box body, cabin with dark windows, wheels,
-dark outline) drive in two lanes and persons (11: head, shirt, trousers) walk on the sidewalks;
-they enter and leave the view, change speed, and occlude each other in depth order (far
-sidewalk < far lane < near lane < near sidewalk). Each object keeps its appearance and instance
-id for the whole sequence. Everything is a function of (seed, sequence index).
+R = semantic train id, G * 256 + B = instance id), readable by ``KittiStepVideo``. The scenes
+come from ``vknet_core.synthetic_scene``. The split folder appears whole or not at all: it is
+written under a temporary name and renamed when every frame is on disk. An existing split that
+holds only such frames (an earlier run) is replaced whole, never mixed with the new frames; a
+folder with anything else in it is refused.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
-import math
+import os
+import re
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
 
+from vknet_core.atomic import fresh_output_dir
+from vknet_core.cli import run_cli
 from vknet_core.panoptic_io import encode_kitti_step
+from vknet_core.synthetic_scene import make_sequence
+
+__all__ = ["make_synthetic", "make_sequence", "check_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 8, 10, 11, 13
-LABEL_DIVISOR = 1000
-
-CAR_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (200, 30, 30), (30, 60, 200), (225, 200, 40), (235, 235, 235), (40, 170, 190),
-    (140, 50, 170), (20, 20, 25),
-)
-SHIRT_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (220, 40, 60), (250, 150, 20), (30, 140, 230), (240, 240, 80), (190, 60, 200),
-    (250, 250, 250), (20, 190, 120),
-)
-TROUSER_COLOURS: tuple[tuple[int, int, int], ...] = ((35, 35, 55), (40, 60, 120), (70, 60, 50))
-SKIN_COLOURS: tuple[tuple[int, int, int], ...] = ((235, 195, 160), (200, 150, 110), (140, 95, 70))
-BUILDING_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (150, 100, 80), (135, 115, 105), (170, 130, 100), (125, 95, 95),
-)
-
-
-@dataclass
-class _Object:
-    """A moving thing: a fixed sprite, a world x position (left edge) and a lane."""
-
-    train_id: int
-    instance_id: int
-    rgb: np.ndarray  # uint8 [h, w, 3]
-    mask: np.ndarray  # bool [h, w]
-    x: float
-    bottom: int
-    vx: float
-    depth: float  # z-order: larger is nearer (drawn later)
-    min_speed: float
-    max_speed: float
-
-
-@dataclass(frozen=True)
-class _Lane:
-    train_id: int
-    bottom: int
-    height: float  # sprite height in px
-    direction: int  # +1 right, -1 left, 0 either
-    speed: tuple[float, float]
-    depth: float
-    spawn_p: float
-    initial: tuple[int, int]  # number of objects at frame 0: integers in [lo, hi]
-
-
-def _jitter(rng: np.random.Generator, colour: Sequence[int], amount: int) -> tuple[int, ...]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
-    """Low-frequency noise float32 [h, w], roughly unit std, features ~``cell`` px."""
-    gh, gw = max(2, int(math.ceil(h / cell)) + 1), max(2, int(math.ceil(w / cell)) + 1)
-    small = rng.standard_normal((gh, gw)).astype(np.float32)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
-# ----------------------------------------------------------------------------- background
-
-
-def _background(
-    rng: np.random.Generator, h: int, w: int, s: float
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Static street canvas: (rgb float32 [h, w, 3], semantic uint8 [h, w], row layout)."""
-    base = int(h * (0.44 + rng.uniform(-0.03, 0.03)))  # bottom of buildings / top of sidewalk
-    far_sw = base + int(h * rng.uniform(0.07, 0.09))  # top of road
-    near_sw = int(h * rng.uniform(0.84, 0.88))  # top of the near sidewalk
-    sem = np.full((h, w), SKY, dtype=np.uint8)
-    yy = np.arange(h)[:, None]
-    rgb = np.zeros((h, w, 3), dtype=np.float32)
-
-    # sky: vertical gradient + soft clouds
-    top, bot = np.array([80, 140, 215], np.float32), np.array([165, 200, 240], np.float32)
-    t = (yy / max(base, 1)).clip(0, 1)[..., None]
-    sky = top * (1 - t) + bot * t + 6 * _smooth_noise(rng, h, w, 40 * s)[..., None]
-    clouds = np.clip(_smooth_noise(rng, h, w, 30 * s) - 0.8, 0, None)[..., None] * 60
-    sky = sky + clouds
-
-    # buildings: blocks with window grids
-    bld = np.zeros((h, w, 3), np.float32)
-    x = 0
-    while x < w:
-        bw = int(rng.uniform(45, 110) * s)
-        btop = int(h * rng.uniform(0.08, 0.3))
-        colour = np.array(_jitter(rng, BUILDING_COLOURS[rng.integers(len(BUILDING_COLOURS))], 10),
-                          np.float32)
-        sem[btop:base, x:x + bw] = BUILDING
-        bld[btop:base, x:x + bw] = colour
-        ww, wh, sx, sy = max(2, int(6 * s)), max(2, int(8 * s)), int(14 * s), int(16 * s)
-        win = np.array(_jitter(rng, (45, 55, 75), 8), np.float32)
-        for wy in range(btop + int(6 * s), base - wh - int(4 * s), sy):
-            for wx in range(x + int(5 * s), x + bw - ww - int(3 * s), sx):
-                bld[wy:wy + wh, wx:wx + ww] = win
-        x += bw
-    bld += 5 * rng.standard_normal((h, w, 1)).astype(np.float32)
-
-    # vegetation: tree canopies and hedges in front of the buildings
-    for _ in range(int(rng.integers(2, 5) * w / (384 * s))):
-        cx, cy = int(rng.uniform(0, w)), int(base - h * rng.uniform(0.12, 0.25))
-        ax, ay = int(rng.uniform(14, 30) * s), int(rng.uniform(12, 22) * s)
-        cv2.ellipse(sem, (cx, cy), (ax, ay), 0, 0, 360, VEGETATION, -1)
-        sem[cy:base, max(cx - ax // 2, 0):cx + ax // 2] = VEGETATION
-    hx = 0
-    while hx < w:
-        length = int(rng.uniform(30, 120) * s)
-        if rng.random() < 0.5:
-            sem[base - int(h * rng.uniform(0.04, 0.07)):base, hx:hx + length] = VEGETATION
-        hx += length
-    veg_col = np.array(_jitter(rng, (55, 125, 45), 10), np.float32)
-    veg = (veg_col + 25 * _smooth_noise(rng, h, w, 6 * s)[..., None]
-           + 10 * rng.standard_normal((h, w, 1)).astype(np.float32))
-
-    # ground: far sidewalk, road, near sidewalk
-    sem[base:far_sw] = SIDEWALK
-    sem[far_sw:near_sw] = ROAD
-    sem[near_sw:] = SIDEWALK
-    sw_col = np.array(_jitter(rng, (175, 150, 160), 8), np.float32)
-    tile = max(4, int(12 * s))
-    xx = np.arange(w)[None, :]
-    grid = ((xx % tile) < 2) | ((yy % tile) < 2)
-    sidewalk = (sw_col - 35 * grid[..., None]
-                + 5 * rng.standard_normal((h, w, 1)).astype(np.float32))
-    road_col = np.array(_jitter(rng, (85, 85, 90), 5), np.float32)
-    road = (road_col + 7 * rng.standard_normal((h, w, 1)).astype(np.float32)
-            + 5 * _smooth_noise(rng, h, w, 20 * s)[..., None])
-
-    for cls, tex in ((SKY, sky), (BUILDING, bld), (VEGETATION, veg), (SIDEWALK, sidewalk),
-                     (ROAD, road)):
-        m = sem == cls
-        rgb[m] = tex[m]
-    layout = {"base": base, "far_sw": far_sw, "near_sw": near_sw}
-    return rgb, sem, layout
-
-
-# ----------------------------------------------------------------------------- sprites
-
-
-def _outline(rgb: np.ndarray, mask: np.ndarray, thickness: int) -> None:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(rgb, contours, -1, (25, 25, 30), thickness)
-
-
-def _car_sprite(
-    rng: np.random.Generator, height: int, facing: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A side-view car: body, cabin with two dark windows, two wheels, dark outline."""
-    h = max(8, height)
-    w = int(h * rng.uniform(1.9, 2.3))
-    rgb = np.zeros((h, w, 3), np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    colour = _jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 15)
-    body = (0, int(0.38 * h), w - 1, int(0.85 * h))
-    cab_l, cab_r = int(rng.uniform(0.18, 0.26) * w), int(rng.uniform(0.72, 0.8) * w)
-    cabin = np.array([[cab_l, body[1]], [cab_l + int(0.1 * w), int(0.05 * h)],
-                      [cab_r - int(0.1 * w), int(0.05 * h)], [cab_r, body[1]]], np.int32)
-    for img, c in ((rgb, colour), (mask, 1)):
-        cv2.rectangle(img, body[:2], body[2:], c, -1)
-        cv2.fillPoly(img, [cabin], c)
-    r = max(2, int(0.16 * h))
-    for wx in (int(0.2 * w), int(0.8 * w)):
-        cv2.circle(mask, (wx, h - 1 - r), r, 1, -1)
-        cv2.circle(rgb, (wx, h - 1 - r), r, (15, 15, 15), -1)
-        cv2.circle(rgb, (wx, h - 1 - r), max(1, r // 2), (150, 150, 150), -1)
-    # windows: two dark panes inside the cabin
-    inset = max(1, int(0.06 * h))
-    pane_top, pane_bot = int(0.05 * h) + 2 * inset, body[1] - inset
-    mid = (cab_l + cab_r) // 2
-    win = np.array([[cab_l + 2 * inset, pane_bot], [cab_l + int(0.1 * w) + inset, pane_top],
-                    [mid - inset, pane_top], [mid - inset, pane_bot]], np.int32)
-    win2 = np.array([[mid + inset, pane_bot], [mid + inset, pane_top],
-                     [cab_r - int(0.1 * w) - inset, pane_top], [cab_r - 2 * inset, pane_bot]],
-                    np.int32)
-    cv2.fillPoly(rgb, [win, win2], (40, 50, 70))
-    # lights: headlight at the front, tail light at the back
-    lh = max(1, int(0.08 * h))
-    front, back = (w - 1 - lh, 0) if facing > 0 else (0, w - 1 - lh)
-    ly = int(0.45 * h)
-    cv2.rectangle(rgb, (front, ly), (front + lh, ly + lh), (250, 240, 150), -1)
-    cv2.rectangle(rgb, (back, ly), (back + lh, ly + lh), (220, 20, 20), -1)
-    _outline(rgb, mask, max(1, int(round(h / 20))))
-    return rgb, mask.astype(bool)
-
-
-def _person_sprite(rng: np.random.Generator, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A standing person: head with hair, shirt with arms, trousers split into two legs."""
-    h = max(10, height)
-    w = max(5, int(h * rng.uniform(0.3, 0.36)))
-    rgb = np.zeros((h, w, 3), np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    shirt = _jitter(rng, SHIRT_COLOURS[rng.integers(len(SHIRT_COLOURS))], 15)
-    trousers = _jitter(rng, TROUSER_COLOURS[rng.integers(len(TROUSER_COLOURS))], 10)
-    skin = _jitter(rng, SKIN_COLOURS[rng.integers(len(SKIN_COLOURS))], 10)
-    cx, r = w // 2, max(2, int(0.09 * h))
-    neck = 2 * r + 1
-    hip = int(0.56 * h)
-    torso = (int(0.12 * w), neck, w - 1 - int(0.12 * w), hip)
-    for img, cs in ((rgb, (skin, shirt, trousers)), (mask, (1, 1, 1))):
-        cv2.circle(img, (cx, r), r, cs[0], -1)
-        cv2.rectangle(img, torso[:2], torso[2:], cs[1], -1)
-        leg = max(1, int(0.3 * w))
-        cv2.rectangle(img, (cx - leg - 1, hip), (cx - 1, h - 1), cs[2], -1)
-        cv2.rectangle(img, (cx + 1, hip), (cx + leg + 1, h - 1), cs[2], -1)
-    cv2.ellipse(rgb, (cx, r), (r, r), 0, 180, 360, (40, 25, 15), -1)  # hair
-    _outline(rgb, mask, 1)
-    return rgb, mask.astype(bool)
-
-
-# ----------------------------------------------------------------------------- simulation
-
-
-def _lanes(layout: dict[str, int], h: int, s: float) -> list[_Lane]:
-    base, far_sw, near_sw = layout["base"], layout["far_sw"], layout["near_sw"]
-    road_h = near_sw - far_sw
-    return [
-        _Lane(PERSON, far_sw - 2, 0.21 * h, 0, (0.8 * s, 2.0 * s), 0.0, 0.06, (0, 2)),
-        _Lane(CAR, far_sw + int(0.45 * road_h), 0.15 * h, -1, (3.0 * s, 7.0 * s), 1.0, 0.1,
-              (1, 2)),
-        _Lane(CAR, near_sw - int(0.06 * road_h), 0.2 * h, 1, (3.5 * s, 8.0 * s), 2.0, 0.1,
-              (1, 2)),
-        _Lane(PERSON, h - 3, 0.29 * h, 0, (0.8 * s, 2.2 * s), 3.0, 0.06, (0, 2)),
-    ]
-
-
-def _spawn(rng: np.random.Generator, lane: _Lane, inst: int, x_of: float | None,
-           view: tuple[float, float], lane_idx: int) -> _Object:
-    height = int(lane.height * rng.uniform(0.9, 1.1))
-    direction = lane.direction or (1 if rng.random() < 0.5 else -1)
-    if lane.train_id == CAR:
-        rgb, mask = _car_sprite(rng, height, direction)
-    else:
-        rgb, mask = _person_sprite(rng, height)
-    w = rgb.shape[1]
-    if x_of is None:  # enter from the edge it moves away from
-        x = view[0] - w + 1 if direction > 0 else view[1] - 1
-    else:
-        x = x_of - w / 2
-    speed = rng.uniform(*lane.speed)
-    return _Object(
-        train_id=lane.train_id, instance_id=inst, rgb=rgb, mask=mask, x=float(x),
-        bottom=lane.bottom + int(rng.integers(-1, 2)), vx=direction * speed,
-        depth=lane.depth + 0.01 * lane_idx + 1e-4 * inst, min_speed=0.3 * lane.speed[0],
-        max_speed=1.6 * lane.speed[1],
-    )
-
-
-def _paste(image: np.ndarray, sem: np.ndarray, inst: np.ndarray, obj: _Object, x0: int) -> None:
-    h, w = obj.mask.shape
-    y0 = obj.bottom - h
-    H, W = sem.shape
-    ys, xs = max(0, y0), max(0, x0)
-    ye, xe = min(H, y0 + h), min(W, x0 + w)
-    if ys >= ye or xs >= xe:
-        return
-    m = obj.mask[ys - y0:ye - y0, xs - x0:xe - x0]
-    image[ys:ye, xs:xe][m] = obj.rgb[ys - y0:ye - y0, xs - x0:xe - x0][m]
-    sem[ys:ye, xs:xe][m] = obj.train_id
-    inst[ys:ye, xs:xe][m] = obj.instance_id
-
-
-def make_sequence(
-    rng: np.random.Generator, frames: int = 30, height: int = 192, width: int = 384
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One synthetic sequence: ``frames`` x (rgb uint8 [H, W, 3], panoptic int64 [H, W])."""
-    if frames < 1 or height < 32 or width < 32:
-        raise ValueError(f"need frames >= 1 and a size of at least 32x32, got {frames} frames "
-                         f"of {height}x{width}")
-    s = height / 192.0  # sizes scale with the image height, speeds with it too
-    cam_v = float(rng.uniform(-1.2, 1.2) * s) if rng.random() < 0.7 else 0.0
-    pan = int(math.ceil(abs(cam_v) * (frames - 1))) + 2
-    canvas_w = width + pan
-    bg_rgb, bg_sem, layout = _background(rng, height, canvas_w, s)
-    cam_x = 0.0 if cam_v >= 0 else float(pan - 1)
-    lanes = _lanes(layout, height, s)
-    objects: list[_Object] = []
-    next_id = 1
-    view = (cam_x, cam_x + width)
-    for li, lane in enumerate(lanes):  # objects already in view at frame 0
-        n = int(rng.integers(lane.initial[0], lane.initial[1] + 1))
-        slots = np.sort(rng.uniform(0.0, 1.0, size=n)) if n else []
-        for u in slots:
-            objects.append(_spawn(rng, lane, next_id, view[0] + u * width, view, li))
-            next_id += 1
-    out = []
-    for t in range(frames):
-        view = (cam_x, cam_x + width)
-        cx = int(round(cam_x))
-        image = bg_rgb[:, cx:cx + width].copy()
-        sem = bg_sem[:, cx:cx + width].copy()
-        inst = np.zeros((height, width), np.int64)
-        for obj in sorted(objects, key=lambda o: o.depth):
-            _paste(image, sem, inst, obj, int(round(obj.x)) - cx)
-        image += 3.0 * rng.standard_normal(image.shape).astype(np.float32)
-        rgb = np.clip(image, 0, 255).astype(np.uint8)
-        out.append((rgb, sem.astype(np.int64) * LABEL_DIVISOR + inst))
-        # advance: speed changes, motion, leaving objects, new arrivals
-        for obj in objects:
-            if rng.random() < 0.08:
-                sign = 1.0 if obj.vx >= 0 else -1.0
-                obj.vx = sign * float(np.clip(abs(obj.vx) * rng.uniform(0.4, 1.8),
-                                              obj.min_speed, obj.max_speed))
-            obj.x += obj.vx
-        cam_x = float(np.clip(cam_x + cam_v, 0, pan - 1))
-        view = (cam_x, cam_x + width)
-        objects = [o for o in objects
-                   if not (o.x + o.mask.shape[1] < view[0] - 2 and o.vx <= 0)
-                   and not (o.x > view[1] + 2 and o.vx >= 0)
-                   and view[0] - 2 * width < o.x < view[1] + width]
-        for li, lane in enumerate(lanes):
-            if rng.random() < lane.spawn_p:
-                obj = _spawn(rng, lane, next_id, None, view, li)
-                clash = any(o.depth // 1 == obj.depth // 1 and abs(o.x - obj.x) < o.mask.shape[1]
-                            for o in objects)
-                if not clash:
-                    objects.append(obj)
-                    next_id += 1
-    if next_id >= LABEL_DIVISOR:
-        raise RuntimeError(f"{next_id - 1} instances do not fit the label divisor {LABEL_DIVISOR}")
-    return out
+PROG = "make_synthetic.py"
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FRAME_FILE = re.compile(r"^\d{6}_\d{6}_(leftImg8bit|panoptic)\.png$")
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
         raise OSError(f"could not write {path}")
+
+
+def check_arguments(
+    out: Path, sequences: int, frames: int, height: int, width: int, split: str
+) -> Path:
+    """The split folder to create; ValueError / FileExistsError before anything is written."""
+    if sequences < 1 or frames < 1:
+        raise ValueError(f"need sequences >= 1 and frames >= 1, got {sequences} and {frames}")
+    if height < 32 or width < 32:
+        raise ValueError(f"need a size of at least 32x32, got {height}x{width}")
+    if not _SPLIT_NAME.match(split):
+        raise ValueError(
+            f"split must be a plain folder name (letters, digits, _ . -), got {split!r}"
+        )
+    folder = Path(out) / "video_sequence" / split
+    if folder.exists():
+        foreign = (
+            [p.name for p in folder.iterdir() if not _FRAME_FILE.match(p.name)]
+            if folder.is_dir()
+            else [folder.name]
+        )
+        if foreign:
+            raise FileExistsError(
+                f"{folder} exists and holds more than synthetic frames (e.g. {foreign[0]!r}); "
+                "remove it or choose another --out/--split"
+            )
+    return folder
 
 
 def make_synthetic(
@@ -371,47 +87,77 @@ def make_synthetic(
     Returns the written panoptic PNG paths, sorted (the image of each is beside it, with
     ``_leftImg8bit.png`` in place of ``_panoptic.png``). Sequence k is generated from
     ``numpy.random.default_rng([seed, k])``, so the output is a function of the arguments.
+    A failure leaves no split folder (and removes the parents this call created).
     """
-    if sequences < 1:
-        raise ValueError(f"sequences must be >= 1, got {sequences}")
-    folder = Path(out) / "video_sequence" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for k in range(sequences):
-        t0 = time.perf_counter()
-        seq = make_sequence(np.random.default_rng([seed, k]), frames, height, width)
-        for f, (rgb, panoptic) in enumerate(seq):
-            stem = folder / f"{k:06d}_{f:06d}"
-            _write_png(Path(f"{stem}_leftImg8bit.png"), rgb)
-            _write_png(Path(f"{stem}_panoptic.png"), encode_kitti_step(panoptic))
-            written.append(Path(f"{stem}_panoptic.png"))
-        log.info("sequence %d: %d frames in %.2f s", k, frames, time.perf_counter() - t0)
-    return sorted(written)
+    folder = check_arguments(Path(out), sequences, frames, height, width, split)
+    with fresh_output_dir(folder.parent) as parent:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", suffix=".partial", dir=parent))
+        try:
+            names = []
+            for k in range(sequences):
+                t0 = time.perf_counter()
+                seq = make_sequence(np.random.default_rng([seed, k]), frames, height, width)
+                for f, (rgb, panoptic) in enumerate(seq):
+                    stem = f"{k:06d}_{f:06d}"
+                    _write_png(tmp / f"{stem}_leftImg8bit.png", rgb)
+                    _write_png(tmp / f"{stem}_panoptic.png", encode_kitti_step(panoptic))
+                    names.append(f"{stem}_panoptic.png")
+                log.info("sequence %d: %d frames in %.2f s", k, frames, time.perf_counter() - t0)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+            if folder.is_dir():  # an earlier run (checked above): replaced whole
+                old = Path(tempfile.mkdtemp(prefix=f".{split}.", suffix=".old", dir=parent))
+                os.replace(folder, old / split)
+                os.replace(tmp, folder)
+                shutil.rmtree(old)
+                log.info("replaced the earlier frames in %s", folder)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(folder / n for n in names)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="dataset root to write into")
     p.add_argument("--sequences", type=int, default=4, help="number of sequences (default 4)")
     p.add_argument("--frames", type=int, default=30, help="frames per sequence (default 30)")
     p.add_argument("--height", type=int, default=192, help="image height (default 192)")
     p.add_argument("--width", type=int, default=384, help="image width (default 384)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="random seed; use a different one for held-out data (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; use a different one for held-out data (default 0)",
+    )
     p.add_argument("--split", default="train", help="split folder name (default train)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    paths = make_synthetic(
+        args.out, args.sequences, args.frames, args.height, args.width, args.seed, args.split
+    )
+    print(
+        f"wrote {len(paths)} frames ({args.sequences} sequences of {args.frames}, "
+        f"{args.height}x{args.width}, seed {args.seed}) to "
+        f"{args.out / 'video_sequence' / args.split} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    t0 = time.perf_counter()
-    paths = make_synthetic(args.out, args.sequences, args.frames, args.height, args.width,
-                           args.seed, args.split)
-    print(f"wrote {len(paths)} frames ({args.sequences} sequences of {args.frames}, "
-          f"{args.height}x{args.width}, seed {args.seed}) to "
-          f"{args.out / 'video_sequence' / args.split} in {time.perf_counter() - t0:.1f} s")
-    return 0
+    return run_cli(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 import vknet_core
+from tests.core.test_matcher import _brute_force, _costs_loop
 from vknet_core.config import LabelConfig, replace
 from vknet_core.losses import LossConfig, VideoKNetCriterion
 from vknet_core.losses.criterion import rank_targets
 from vknet_core.losses.mask_losses import dice_loss, mask_bce, sigmoid_focal_loss
 from vknet_core.losses.track_loss import l2_aux_loss, multi_pos_cross_entropy, track_losses
 from vknet_core.types import FrameOutputs, TrainOutputs
-from tests.core.test_matcher import _brute_force, _costs_loop
 
 
 def _sig(x):
@@ -164,8 +164,11 @@ def _assign_loop(mask_logits, gt, cls, labels):
 def _frame_loop(out, targets, Q, K, nt=2):
     """All segmentation losses of one frame with plain loops (weights of LossConfig())."""
     B, S = len(targets), len(out.stage_mask_logits)
-    up = lambda x: F.interpolate(x.detach().float(), scale_factor=4, mode="bilinear",  # noqa
-                                 align_corners=False)
+
+    def up(x):
+        return F.interpolate(x.detach().float(), scale_factor=4, mode="bilinear",
+                             align_corners=False)
+
     rpn, sem = up(out.rpn_mask_logits), up(out.frame.sem_logits)
     stage_masks = [up(m) for m in out.stage_mask_logits]
     res, H2, W2 = {}, rpn.shape[-2], rpn.shape[-1]

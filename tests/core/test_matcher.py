@@ -13,7 +13,8 @@ def _sig(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _costs_loop(mask_logits, gt, cls_logits, labels, w=MatchCosts()):
+def _costs_loop(mask_logits, gt, cls_logits, labels, w=None):
+    w = MatchCosts() if w is None else w
     Q, M = mask_logits.shape[0], gt.shape[0]
     p = mask_logits.flatten(1).tolist()
     t = gt.flatten(1).tolist()
@@ -99,8 +100,11 @@ def test_matcher_empty_and_shape_errors():
 
 def test_pairwise_cost_functions_are_unweighted_terms():
     mask_logits, gt, cls_logits, labels = _case(7, 3, 2)
-    only = lambda **kw: _costs_loop(mask_logits, gt, cls_logits if "cls" in kw else None,  # noqa
-                                     labels, MatchCosts(**{"cls": 0, "mask": 0, "dice": 0, **kw}))
+
+    def only(**kw):
+        return _costs_loop(mask_logits, gt, cls_logits if "cls" in kw else None, labels,
+                           MatchCosts(**{"cls": 0, "mask": 0, "dice": 0, **kw}))
+
     p, t = mask_logits.flatten(1), gt.flatten(1)
     torch.testing.assert_close(mask_cost(p, t), only(mask=1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dice_cost(p, t), only(dice=1), atol=1e-5, rtol=1e-5)

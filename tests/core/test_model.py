@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import vknet_core
+from tests.shared_data import require_shared
 from vknet_core.config import VideoConfig, get_preset
 from vknet_core.model.vknet import FrameStep
-from tests.shared_data import require_shared
 
 
 def _model(fusion: bool = False, link_type: str = "ffn") -> vknet_core.VideoKNet:
@@ -91,7 +91,7 @@ def test_train_mode_gradients_flow_to_all_used_parameters():
     x = torch.randn(1, 3, 64, 96)
     ref = model.forward_train(x, *model.initial_state(1))
     key = model.forward_train(x, ref.frame.cur_kernels, torch.ones(1))
-    loss = sum(o.float().mean() for o in key.frame) + sum(l.mean() for l in key.stage_cls_logits)
+    loss = sum(o.float().mean() for o in key.frame) + sum(c.mean() for c in key.stage_cls_logits)
     loss = loss + key.rpn_mask_logits.mean() + sum(m.mean() for m in key.stage_mask_logits)
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -134,7 +134,7 @@ def test_presets():
 
 
 def test_swinb_official_keys_all_convert():
-    """Every key of the official Swin-B (fusion) checkpoint is consumed or dropped with a reason."""
+    """Every key of the official Swin-B (fusion) checkpoint is consumed or dropped, with reason."""
     from vknet_core.official import convert_state_dict
 
     spec = require_shared("parity/swinb_kitti_step_state_dict.json")

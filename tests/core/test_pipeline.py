@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import vknet_core
+from vknet_core.backend import Backend
 from vknet_core.config import tiny
+from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES, io_spec
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
-from vknet_core.runtime import Backend, TorchBackend
-from vknet_core.types import INPUT_NAMES, OUTPUT_NAMES
+from vknet_core.runtime import TorchBackend
 
 CFG = tiny()
 Q, K, T = CFG.head.num_thing_kernels, CFG.labels.num_classes, CFG.labels.num_things
@@ -20,6 +21,11 @@ ROAD_KERNEL = Q  # stuff kernel 0 = model label T = train id 0 (road)
 class ScriptedBackend:
     """Implements the Backend protocol with hand-made outputs: two people crossing, drawn by
     kernels that swap every frame (ids must follow the embeddings, not the kernels)."""
+
+    name = "scripted"
+    device = torch.device("cpu")
+    cfg = CFG
+    spec = io_spec(CFG, dynamic=True)
 
     def __init__(self):
         self.feeds: list[dict[str, np.ndarray]] = []
@@ -143,8 +149,36 @@ def test_bad_frames_and_bad_backends_raise():
 
     with pytest.raises(ValueError, match="cls_prob"):
         VideoPanopticPipeline(Wrong(), CFG).step(np.zeros((120, 180, 3), np.uint8))
-    with pytest.raises(TypeError, match="backend"):
+    with pytest.raises(TypeError, match=r"Backend; object lacks \['step', 'close', 'device'"):
         VideoPanopticPipeline(object(), CFG)
+
+    class StepOnly:  # the old duck-typed interface is no longer enough
+        def step(self, feeds):
+            return {}
+
+        def close(self):
+            pass
+
+    with pytest.raises(TypeError, match=r"StepOnly lacks \['device', 'spec', 'cfg', 'name'\]"):
+        VideoPanopticPipeline(StepOnly(), CFG)
+
+
+def test_merge_runs_on_the_backend_device_and_config_comes_from_it(monkeypatch):
+    class OnCuda(ScriptedBackend):
+        device = torch.device("cuda", 1)
+
+    pipe = VideoPanopticPipeline(OnCuda())  # model config from backend.cfg
+    assert pipe.model_cfg is CFG
+    if torch.cuda.is_available():
+        assert pipe.device == torch.device("cuda", 1)
+    else:  # onnxruntime-gpu beside a CPU-only torch: merge falls back to the CPU
+        assert pipe.device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert VideoPanopticPipeline(OnCuda()).device == torch.device("cuda", 1)
+    explicit = VideoPanopticPipeline(OnCuda(), cfg=PipelineConfig(device="cpu"))
+    assert explicit.device == torch.device("cpu")
+    with pytest.raises(ValueError, match="runs 37 kernels, model config 'kitti_step_r50' has"):
+        VideoPanopticPipeline(ScriptedBackend(), vknet_core.get_preset("kitti_step_r50"))
 
 
 # ----------------------------------------------------------------------------- real model

@@ -13,7 +13,7 @@ from vknet_export.to_onnx import export_model
 HEIGHT, WIDTH = 128, 256  # tiny network size for CPU tests (multiples of 32)
 
 
-def make_tiny_model() -> "vknet_core.VideoKNet":
+def make_tiny_model() -> vknet_core.VideoKNet:
     """Random tiny model whose last-stage class biases favour things (person/car), so the merge
     keeps thing segments and the tracker assigns ids: the pipeline comparison is not vacuous."""
     torch.manual_seed(0)

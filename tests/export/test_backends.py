@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from vknet_core.runtime import Backend
-from vknet_export.backends import make_backend
-from vknet_export.io_spec import dummy_inputs
-from vknet_export.ort_backend import OrtBackend, providers_for
-from vknet_export.to_trt import EngineCacheError
+import torch
 
 from tests.export.conftest import HEIGHT, WIDTH
+from vknet_core.backend import Backend
+from vknet_core.io_spec import IOSpec, dummy_inputs
+from vknet_export.backends import make_backend
+from vknet_export.engine_cache import EngineCacheError
+from vknet_export.ort_backend import OrtBackend, providers_for
 
 
 def test_torch_and_onnxruntime_by_name_agree(tiny_checkpoint, tiny_onnx, tiny_model):
     torch_be = make_backend("torch", tiny_checkpoint, device="cpu")
     ort_be = make_backend("onnxruntime", tiny_onnx, device="cpu")
-    for be in (torch_be, ort_be):
+    for be in (torch_be, ort_be):  # both satisfy the typed protocol of vknet_core.backend
         assert isinstance(be, Backend)
-        assert be.cfg == tiny_model.cfg
+        assert be.cfg == tiny_model.cfg  # given at construction (ORT: the graph's metadata)
+        assert isinstance(be.device, torch.device) and be.device.type == "cpu"
+        assert isinstance(be.spec, IOSpec) and be.spec.num_kernels == tiny_model.cfg.num_kernels
+    assert torch_be.spec.dynamic and (torch_be.spec.height, torch_be.spec.width) == (0, 0)
     assert (ort_be.spec.height, ort_be.spec.width, ort_be.spec.dynamic) == (HEIGHT, WIDTH, False)
     feeds = dummy_inputs(ort_be.spec, seed=7, has_prev=True)
     a, b = torch_be.step(feeds), ort_be.step(feeds)
@@ -74,3 +77,19 @@ def test_tensorrt_backend_without_tensorrt_fails_clearly(tiny_onnx):
         pass
     with pytest.raises(EngineCacheError, match="TensorRT|CUDA"):
         make_backend("tensorrt", tiny_onnx, device="cuda:0")
+
+
+def test_backend_protocol_needs_device_spec_and_cfg(tiny_onnx):
+    with OrtBackend(tiny_onnx) as be:
+        assert isinstance(be, Backend)
+
+    class StepAndCloseOnly:
+        name = "partial"
+
+        def step(self, feeds):
+            return {}
+
+        def close(self):
+            pass
+
+    assert not isinstance(StepAndCloseOnly(), Backend)

@@ -8,7 +8,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vknet_export.onnx_ops import (
-    DATA_DEPENDENT_OPS, TRT_SUPPORTED_OPS, check_graph, fold_constants, list_ops,
+    DATA_DEPENDENT_OPS,
+    TRT_SUPPORTED_OPS,
+    check_graph,
+    fold_constants,
+    list_ops,
 )
 
 

@@ -2,12 +2,11 @@
 back as prev_kernels, matches PyTorch; the pipeline then gives identical panoptic maps and ids."""
 from __future__ import annotations
 
+from tests.export.conftest import HEIGHT, WIDTH
 from vknet_core.pipeline import VideoPanopticPipeline
 from vknet_core.runtime import TorchBackend
 from vknet_export.compare import compare_backends, compare_outputs, synthetic_clip
 from vknet_export.ort_backend import OrtBackend
-
-from tests.export.conftest import HEIGHT, WIDTH
 
 
 def test_eight_frames_onnxruntime_matches_pytorch(tiny_model, tiny_onnx):

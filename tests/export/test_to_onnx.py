@@ -6,12 +6,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.export.conftest import HEIGHT, WIDTH
+from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES, dummy_inputs
 from vknet_core.model.vknet import FrameStep
 from vknet_export import to_onnx
-from vknet_export.io_spec import INPUT_NAMES, OUTPUT_NAMES, dummy_inputs
 from vknet_export.to_onnx import export_model, main, read_metadata
-
-from tests.export.conftest import HEIGHT, WIDTH
 
 
 def test_metadata_round_trip(tiny_onnx, tiny_model):

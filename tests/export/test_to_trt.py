@@ -2,17 +2,32 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import onnx
 import pytest
 
-from vknet_export import to_trt
-from vknet_export.to_trt import (
-    BuildOptions, EngineCacheError, Platform, cache_key_path, ensure_engine, fp32_region,
-    input_shapes, key_mismatches, make_cache_key, read_cache_key, sha256_file,
+from vknet_core.atomic import write_bytes_atomic
+from vknet_export import engine_cache, to_trt
+from vknet_export.engine_cache import (
+    BuildOptions,
+    EngineCacheError,
+    Platform,
+    cache_key_path,
+    ensure_engine,
+    input_shapes,
+    key_mismatches,
+    make_cache_key,
+    read_cache_key,
+    sha256_file,
 )
+from vknet_export.fp16_region import fp32_region
 
+REPO = Path(__file__).resolve().parents[2]
 H100 = Platform("10.9.0", "NVIDIA H100 80GB HBM3", "9.0")
 
 
@@ -24,7 +39,7 @@ class FakeBuilder:
 
     def __call__(self, onnx_path, engine, options):
         self.calls.append(options.precision)
-        to_trt.write_atomic(engine, f"engine from {onnx_path.name} {options.precision}".encode())
+        write_bytes_atomic(engine, f"engine from {onnx_path.name} {options.precision}".encode())
 
 
 @pytest.fixture()
@@ -38,7 +53,7 @@ def test_key_holds_everything_an_engine_depends_on(onnx_copy):
     shapes = input_shapes(onnx_copy, BuildOptions())
     assert shapes == {"image": [1, 128, 256, 3], "prev_kernels": [1, 37, 64], "has_prev": [1]}
     key = make_cache_key(sha256_file(onnx_copy), H100, "fp16", shapes)
-    assert set(key) == set(to_trt.KEY_FIELDS)
+    assert set(key) == set(engine_cache.KEY_FIELDS)
     assert key["gpu_name"] == "NVIDIA H100 80GB HBM3" and key["compute_capability"] == "9.0"
     assert key["tensorrt_version"] == "10.9.0" and key["precision"] == "fp16"
     assert len(key["onnx_sha256"]) == 64
@@ -129,15 +144,46 @@ def test_fp32_region_covers_unnormalised_sums(tiny_onnx):
     assert len(region) < len(ops) // 3
 
 
-def test_cli_without_tensorrt_says_how_to_install(onnx_copy, tmp_path, caplog):
-    pytest.importorskip("onnx")
+def _no_tensorrt() -> None:
     try:
         import tensorrt  # noqa: F401
-        pytest.skip("TensorRT installed: see test_trt_gpu.py")
     except ImportError:
-        pass
+        return
+    pytest.skip("TensorRT installed: see test_trt_gpu.py")
+
+
+@pytest.mark.parametrize("stand_in", [False, True], ids=["no-tensorrt", "tensorrt-without-gpu"])
+def test_script_catches_cache_errors_in_one_line(onnx_copy, tmp_path, stand_in):
+    """``python export/to_trt.py`` as a user runs it: the engine-cache error raised below the CLI
+    (TensorRT missing, or present without a CUDA GPU) is caught -- the launcher loads
+    ``vknet_export`` once, so ``EngineCacheError`` is one class -- and printed as one line."""
+    _no_tensorrt()
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the platform probe would succeed")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path / "site")] * stand_in + [str(REPO)]))
+    if stand_in:  # a stand-in ``tensorrt`` module (the real one needs a GPU)
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "tensorrt.py").write_text('__version__ = "10.9.0"\n')
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "export/to_trt.py", "--onnx", str(onnx_copy), "--output",
+         str(out / "m.engine")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    expected = "CUDA GPU" if stand_in else "pip install tensorrt"
+    assert lines[0].startswith("to_trt.py: error: ") and expected in lines[0]
+    assert not out.exists()
+
+
+def test_cli_validates_before_touching_tensorrt(onnx_copy, tmp_path, capsys):
+    rc = to_trt.main(["--onnx", str(tmp_path / "missing.onnx"), "--output",
+                      str(tmp_path / "m.engine")])
+    assert rc == 2 and "ONNX model not found" in capsys.readouterr().err
     rc = to_trt.main(["--onnx", str(onnx_copy), "--output", str(tmp_path / "m.engine"),
-                      "--build-only"])
-    assert rc == 1
-    assert "pip install tensorrt" in caplog.text
-    assert not (tmp_path / "m.engine").exists()
+                      "--min-hw", "512", "512", "--max-hw", "256", "256"])
+    assert rc == 2 and "must be positive and <= --max-hw" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

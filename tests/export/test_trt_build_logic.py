@@ -9,8 +9,9 @@ import types
 import onnx
 import pytest
 
-from vknet_export import to_trt
-from vknet_export.to_trt import BuildOptions, Platform, TrtBuildError, ensure_engine, fp32_region
+from vknet_export.engine_cache import BuildOptions, Platform, ensure_engine, read_cache_key
+from vknet_export.fp16_region import fp32_region
+from vknet_export.trt_build import TrtBuildError, build_engine
 
 
 class _Layer:
@@ -134,10 +135,11 @@ def test_fp16_build_pins_mask_sums_and_writes_everything(tiny_onnx, tmp_path, mo
     trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     engine = tmp_path / "m.engine"
-    ensure_engine(tiny_onnx, engine, BuildOptions(fp16=True, workspace_gb=2), PLATFORM)
+    ensure_engine(tiny_onnx, engine, BuildOptions(fp16=True, workspace_gb=2), PLATFORM,
+                  builder=build_engine)
     assert engine.read_bytes() == b"SERIALIZED ENGINE"
     assert (tmp_path / "m.engine.timing").read_bytes() == b"TC+"
-    assert to_trt.read_cache_key(engine)["precision"] == "fp16"
+    assert read_cache_key(engine)["precision"] == "fp16"
     config, network = trt.built["config"], trt.built["network"]
     assert {"FP16", "OBEY"} <= config.flags and config.pool["WORKSPACE"] == 2 * 2**30
     assert not config.profiles  # static graph
@@ -150,7 +152,8 @@ def test_fp16_build_pins_mask_sums_and_writes_everything(tiny_onnx, tmp_path, mo
 def test_fp32_build_pins_nothing(tiny_onnx, tmp_path, monkeypatch):
     trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(), PLATFORM)
+    ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(), PLATFORM,
+                  builder=build_engine)
     assert not trt.built["config"].flags
     assert all(layer.precision is None for layer in trt.built["network"].layers)
 
@@ -159,7 +162,7 @@ def test_dynamic_graph_gets_profile(tiny_onnx_dynamic, tmp_path, monkeypatch):
     trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     opts = BuildOptions(min_hw=(64, 64), max_hw=(512, 1024))
-    ensure_engine(tiny_onnx_dynamic, tmp_path / "d.engine", opts, PLATFORM)
+    ensure_engine(tiny_onnx_dynamic, tmp_path / "d.engine", opts, PLATFORM, builder=build_engine)
     (profile,) = trt.built["config"].profiles
     assert profile.shapes == {"image": ([1, 64, 64, 3], [1, 64, 96, 3], [1, 512, 1024, 3])}
 
@@ -171,7 +174,7 @@ def test_parser_errors_are_raised_in_full_and_nothing_is_written(tiny_onnx, tmp_
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(parse_errors=errors))
     engine = tmp_path / "m.engine"
     with pytest.raises(TrtBuildError) as info:
-        ensure_engine(tiny_onnx, engine, BuildOptions(), PLATFORM)
+        ensure_engine(tiny_onnx, engine, BuildOptions(), PLATFORM, builder=build_engine)
     assert all(e in str(info.value) for e in errors)
     assert all(e in caplog.text for e in errors)
     assert list(tmp_path.iterdir()) == []
@@ -183,4 +186,5 @@ def test_strongly_typed_tensorrt_needs_converter_for_fp16(tiny_onnx, tmp_path, m
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # not installed
     with pytest.raises(TrtBuildError, match="pip install onnxconverter-common"):
-        ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(fp16=True), PLATFORM)
+        ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(fp16=True), PLATFORM,
+                      builder=build_engine)

@@ -8,12 +8,11 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU (TensorRT tests)", allow_module_level=True)
 pytest.importorskip("tensorrt", reason="needs TensorRT (GPU extra: pip install tensorrt)")
 
+from tests.export.conftest import HEIGHT, WIDTH  # noqa: E402
 from vknet_core.runtime import TorchBackend  # noqa: E402
 from vknet_export.compare import compare_backends, synthetic_clip  # noqa: E402
-from vknet_export.to_trt import cache_key_path, read_cache_key  # noqa: E402
+from vknet_export.engine_cache import cache_key_path, read_cache_key  # noqa: E402
 from vknet_export.trt_backend import TrtBackend  # noqa: E402
-
-from tests.export.conftest import HEIGHT, WIDTH  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

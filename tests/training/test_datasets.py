@@ -11,12 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from vknet_core.config import get_preset
-from vknet_training.datasets import (
-    CityscapesVPSVideo, DatasetFormatError, KittiStepVideo, PairDataset, VideoReader,
-    VIPSegVideo, build_reader, build_targets, collate_pairs,
-)
+from vknet_core.panoptic_io import PanopticFolder, PanopticFormatError
 from vknet_core.panoptic_io import decode_kitti_step as decode_kitti_step_png
 from vknet_core.panoptic_io import encode_kitti_step as encode_kitti_step_png
+from vknet_training.datasets import (
+    CityscapesVPSVideo,
+    DatasetFormatError,
+    KittiStepVideo,
+    PairDataset,
+    VideoReader,
+    VIPSegVideo,
+    build_reader,
+    build_targets,
+    collate_pairs,
+)
 from vknet_training.datasets.vipseg import CATEGORY_TO_TRAIN_ID
 from vknet_training.make_synthetic import make_synthetic
 
@@ -169,7 +177,7 @@ def _cityscapes_vps(root: Path) -> None:
                                     {"id": ids[3], "category_id": 13, "iscrowd": 0},
                                     {"id": ids[4], "category_id": 11, "iscrowd": 1}]})
     cats = [{"id": i, "name": n, "isthing": int(i >= 11)} for i, n in
-            enumerate(["c%d" % i for i in range(19)])]
+            enumerate([f"c{i}" for i in range(19)])]
     (root / "panoptic_gt_val_city_vps.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": cats}))
 
@@ -193,6 +201,40 @@ def test_cityscapes_vps_reader(tmp_path):
     (tmp_path / "panoptic_gt_test_city_vps.json").write_text('{"images": []}')
     with pytest.raises(DatasetFormatError, match="not a COCO-panoptic json"):
         CityscapesVPSVideo(tmp_path, "test")
+
+
+def test_cityscapes_vps_thing_rule_is_the_json_isthing_flag_in_both_readers(tmp_path):
+    """One rule (metrics.md §3.1/§4: the categories' ``isthing``; Cityscapes-VPS flags 11..18)
+    for the training reader and for evaluation folders, even when the caller's thing classes
+    disagree (KITTI-STEP's person/car only): a rider (12) is a tracked thing."""
+    h, w = 6, 8
+    rider, road = (5, 0, 0), (9, 0, 0)
+    lab = np.zeros((h, w, 3), np.uint8)
+    lab[:3], lab[3:, 2:5] = road, rider
+    stem = "0003_0000_frankfurt_000000_000000"
+    _write_rgb(tmp_path / "val/panoptic_video" / f"{stem}_final_mask.png", lab)
+    _write_rgb(tmp_path / "val/img" / f"{stem}_newImg8bit.png", np.zeros((h, w, 3), np.uint8))
+    cats = [{"id": i, "name": f"c{i}", "isthing": int(i >= 11)} for i in range(19)]
+    segs = [{"id": 9, "category_id": 0, "iscrowd": 0}, {"id": 5, "category_id": 12, "iscrowd": 0}]
+    data = {"images": [{"id": stem, "file_name": f"{stem}_newImg8bit.png"}],
+            "annotations": [{"image_id": stem, "file_name": f"{stem}_final_mask.png",
+                             "segments_info": segs}], "categories": cats}
+    (tmp_path / "panoptic_gt_val_city_vps.json").write_text(json.dumps(data))
+    (tmp_path / "val/panoptic_video/gt.json").write_text(json.dumps(data))
+
+    _, from_reader = CityscapesVPSVideo(tmp_path, "val").read_frame(3, 0)
+    folder = PanopticFolder(tmp_path / "val/panoptic_video", "cityscapes_vps", things=(11, 13))
+    (from_folder,) = folder.read("0003")
+    assert from_reader[4, 3] == 12001 and from_reader[0, 0] == 0 and from_reader[4, 0] == 255000
+    np.testing.assert_array_equal(from_reader, from_folder)
+
+    del data["categories"]  # a prediction json: the given thing classes decide
+    (tmp_path / "val/panoptic_video/gt.json").write_text(json.dumps(data))
+    (kitti_things,) = PanopticFolder(tmp_path / "val/panoptic_video", "cityscapes_vps",
+                                     things=(11, 13)).read("0003")
+    assert kitti_things[4, 3] == 12000
+    with pytest.raises(PanopticFormatError, match="no 'categories' with 'isthing' flags"):
+        PanopticFolder(tmp_path / "val/panoptic_video", "cityscapes_vps")
 
 
 # ----------------------------------------------------------------------------- VIPSeg
@@ -327,7 +369,7 @@ def test_pair_augmentation_is_identical_for_both_frames(seed):
         shift = dx * offset * meta["scale"] / 2 * (-1 if meta["flip"] else 1)
         h2, w2 = (meta["image_size"][0] + 1) // 2, (meta["image_size"][1] + 1) // 2
 
-        def whole(name, pid):  # the instance does not touch the border of the crop
+        def whole(name, pid, item=item, h2=h2, w2=w2):  # not touching the crop's border
             t = item[f"targets_{name}"]
             m = t["masks"][t["instance_ids"].tolist().index(pid)]
             return m[:, 0].sum() == 0 and m[:, w2 - 1].sum() == 0 and m[0].sum() == 0 \

@@ -22,8 +22,9 @@ that sees the whole global batch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,13 @@ from torch import Tensor
 
 from vknet_core.config import VKNetConfig
 from vknet_core.losses.mask_losses import (
-    DICE_EPS, FOCAL_ALPHA, FOCAL_GAMMA, dice_loss, mask_bce, sigmoid_focal_loss)
+    DICE_EPS,
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    dice_loss,
+    mask_bce,
+    sigmoid_focal_loss,
+)
 from vknet_core.losses.matcher import HungarianMatcher, MatchCosts
 from vknet_core.losses.track_loss import track_losses
 from vknet_core.types import TrainOutputs
@@ -184,7 +191,7 @@ class VideoKNetCriterion:
     def frame_losses(self, out: TrainOutputs, targets: Sequence[Targets], suffix: str = ""
                      ) -> tuple[dict[str, Tensor], dict[str, list[Assignment]]]:
         """Segmentation losses of one frame (weighted) and its assignments."""
-        lc, Q, f = self.lc, self.Q, self.lc.mask_upsample
+        lc, f = self.lc, self.lc.mask_upsample
         B, _, h, w = out.rpn_mask_logits.shape
         size = (h * f, w * f)
         if len(targets) != B:

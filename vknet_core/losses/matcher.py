@@ -6,8 +6,9 @@ M ground-truth thing masks, P pixels (stride 2), K classes.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch

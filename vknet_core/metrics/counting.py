@@ -7,7 +7,7 @@ promoted first (metrics.md pitfall P9).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

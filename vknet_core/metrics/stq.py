@@ -16,7 +16,7 @@ Default: whole frames (deeplab2). ``mask_void=True`` reproduces Video K-Net's
 from __future__ import annotations
 
 import logging
-from typing import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 

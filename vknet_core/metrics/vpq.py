@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 

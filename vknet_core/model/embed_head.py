@@ -6,7 +6,7 @@ track head (QDTrack ``QuasiDenseMaskEmbedHeadGTMask``, no convs): 2x (Linear + R
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class EmbedHead(nn.Module):

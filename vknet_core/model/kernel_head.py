@@ -1,13 +1,14 @@
 """Kernel head ("RPN", K-Net ConvKernelHead; video_knet.md §2.5).
 
-B batch, C channels, Q thing kernels, K classes (things first), h x w stride-8 map, N = Q + K_stuff.
+B batch, C channels, Q thing kernels, K classes (things first), h x w stride-8 map,
+N = Q + K_stuff.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from vknet_core.model.neck import ConvGNReLU
 

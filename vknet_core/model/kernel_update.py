@@ -11,13 +11,13 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from vknet_core.model.kernel_head import hard_mask_sum
 
 
 class KernelUpdator(nn.Module):
-    """Adaptive kernel update (K-Net Eq. 5-7); parameter names as the official ``KernelUpdator``."""
+    """Adaptive kernel update (K-Net Eq. 5-7); names follow the official ``KernelUpdator``."""
 
     def __init__(self, channels: int):
         super().__init__()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from vknet_core.model.kernel_update import FFN, KernelUpdator, MultiheadAttention, attend
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class ConvGNReLU(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from vknet_core.config import VKNetConfig, get_preset
 from vknet_core.model.backbone import build_backbone

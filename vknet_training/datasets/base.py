@@ -1,4 +1,4 @@
-"""What every video dataset reader provides, plus checked image I/O.
+"""What every video dataset reader provides (image files are read by ``vknet_core.panoptic_io``).
 
 A reader turns one dataset layout into the common frame format of DESIGN.md §3.3:
 ``read_frame(seq, idx) -> (rgb uint8 [H, W, 3], panoptic int64 [H, W])`` with
@@ -12,59 +12,23 @@ from __future__ import annotations
 import abc
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from vknet_core.panoptic_io.png import (
+    PanopticFormatError,
+    read_rgb,
+    read_rgb_png_u8,
+    read_single_channel_png,
+)
 
 LABEL_DIVISOR = 1000
 IGNORE_LABEL = 255
 VOID = IGNORE_LABEL * LABEL_DIVISOR
 
 
-class DatasetFormatError(ValueError):
-    """A dataset file is missing or does not have the expected format."""
-
-
-def _imread(path: Path, what: str, expected: str) -> np.ndarray:
-    """cv2.imread as stored (any depth/channels), with errors naming the file and the kind."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(f"{what} file not found: {path}")
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise DatasetFormatError(f"cannot decode {what} file {path} (expected {expected})")
-    return arr
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An 8-bit colour image file -> uint8 [H, W, 3] RGB, with a clear error if it is not one."""
-    img = _imread(path, "image", "a PNG/JPEG image")
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise DatasetFormatError(
-            f"{path}: expected an 8-bit RGB image, got shape {img.shape} dtype {img.dtype}"
-        )
-    return np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB
-
-
-def read_rgb_png_u8(path: Path, what: str) -> np.ndarray:
-    """A 3-channel uint8 PNG (a label map) -> uint8 [H, W, 3] in R, G, B order."""
-    arr = _imread(path, what, "a PNG")
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise DatasetFormatError(
-            f"{path}: {what} must be a 3-channel uint8 PNG, got shape {arr.shape} "
-            f"dtype {arr.dtype}"
-        )
-    return np.ascontiguousarray(arr[:, :, ::-1])
-
-
-def read_single_channel_png(path: Path, what: str) -> np.ndarray:
-    """A single-channel (8 or 16 bit) PNG -> int64 [H, W]."""
-    arr = _imread(path, what, "a PNG")
-    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
-        raise DatasetFormatError(
-            f"{path}: {what} must be a single-channel 8/16-bit PNG, got shape {arr.shape} "
-            f"dtype {arr.dtype}"
-        )
-    return arr.astype(np.int64)
+# One error class for unreadable or malformed dataset files, shared with vknet_core.panoptic_io
+# (whose readers the datasets use), so callers catch one type.
+DatasetFormatError = PanopticFormatError
 
 
 def check_same_size(

@@ -10,9 +10,11 @@ Layout (mcahny/vps ``prepare_data``)::
 ``image_id`` is the file name up to the last two ``_`` fields; its first 4 characters are the
 video id (the ``seq`` key). Segment ids (colours) are consistent within a video, so a thing
 segment is one track: the reader numbers thing segments 1, 2, ... per video in order of first
-appearance and returns ``train_id * 1000 + that number``; stuff and crowd segments get
-instance 0, unlabelled pixels (id 0 or not listed) are void. ``category_id`` is the train id
-(0..18, things 11..18). Only the annotated frames (every 5th) are frames of a sequence.
+appearance, per class, and returns ``train_id * 1000 + that number``; stuff and crowd segments
+get instance 0, unlabelled pixels (id 0 or not listed) are void. ``category_id`` is the train id
+(0..18); the things are the categories flagged ``isthing`` in the json (11..18). Decoding is
+``vknet_core.panoptic_io.coco_panoptic``'s, the same as evaluation folders use. Only the
+annotated frames (every 5th) are frames of a sequence.
 The release ships this json and ``panoptic_video/`` for ``val``; for ``train`` create them with
 mcahny/vps ``prepare_data/create_panoptic_video_labels.py --mode train``.
 """
@@ -24,16 +26,21 @@ from typing import Any
 
 import numpy as np
 
+from vknet_core.panoptic_io.coco_panoptic import (
+    TrackNumbering,
+    decode_coco_panoptic,
+    rgb_to_segment_id,
+    thing_categories,
+)
 from vknet_training.datasets.base import (
-    LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    IGNORE_LABEL,
+    LABEL_DIVISOR,
+    DatasetFormatError,
+    VideoReader,
+    check_same_size,
+    read_rgb,
     read_rgb_png_u8,
 )
-
-
-def rgb_to_segment_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO-panoptic colour uint8 [H, W, 3] (R, G, B) -> int64 [H, W] id = R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 class CityscapesVPSVideo(VideoReader):
@@ -54,7 +61,7 @@ class CityscapesVPSVideo(VideoReader):
             images = {im["id"]: im for im in data["images"]}
             annotations = data["annotations"]
             categories = {int(c["id"]): c for c in data["categories"]}
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise DatasetFormatError(
                 f"{json_path}: not a COCO-panoptic json with 'images', 'annotations' and "
                 f"'categories' ({type(e).__name__}: {e})"
@@ -63,6 +70,7 @@ class CityscapesVPSVideo(VideoReader):
             raise DatasetFormatError(f"{json_path}: no annotations (empty split {split!r})")
         self.json_path = json_path
         self.categories = categories
+        self.things = thing_categories(data["categories"], source=str(json_path))
         self._frames: dict[int, list[dict[str, Any]]] = {}
         for ann in annotations:
             image_id = str(ann["image_id"])
@@ -83,29 +91,28 @@ class CityscapesVPSVideo(VideoReader):
             )
         self._frames = {v: sorted(fs, key=lambda f: f["image_id"])
                         for v, fs in sorted(self._frames.items())}
-        # per video: segment id of a non-crowd thing -> track number 1, 2, ...
-        self._track: dict[int, dict[int, int]] = {}
-        for vid, frames in self._frames.items():
-            ids: dict[int, int] = {}
+        for frames in self._frames.values():
             for fr in frames:
                 for s in fr["segments"]:
-                    if self._is_thing(s) and not s.get("iscrowd", 0) and s["id"] not in ids:
-                        ids[int(s["id"])] = len(ids) + 1
-            if len(ids) >= LABEL_DIVISOR:
-                raise DatasetFormatError(
-                    f"{json_path}: video {vid:04d} has {len(ids)} thing tracks; at most "
-                    f"{LABEL_DIVISOR - 1} fit the label divisor"
-                )
-            self._track[vid] = ids
+                    self._check_category(s)
+        # per video: segment id of a non-crowd thing -> track number 1, 2, ... per class, so
+        # any frame decodes with the ids of the whole video
+        try:
+            self._track: dict[int, TrackNumbering] = {
+                vid: TrackNumbering.of_video((f["segments"] for f in frames), self.things,
+                                             LABEL_DIVISOR)
+                for vid, frames in self._frames.items()
+            }
+        except DatasetFormatError as e:
+            raise DatasetFormatError(f"{json_path}: {e}") from None
 
-    def _is_thing(self, segment: dict[str, Any]) -> bool:
+    def _check_category(self, segment: dict[str, Any]) -> None:
         cat = int(segment["category_id"])
         if cat not in self.categories:
             raise DatasetFormatError(
                 f"{self.json_path}: segment {segment.get('id')} has category_id {cat}, not in "
                 f"'categories' {sorted(self.categories)}"
             )
-        return bool(self.categories[cat].get("isthing", 0))
 
     def sequences(self) -> list[int]:
         return list(self._frames)
@@ -128,14 +135,10 @@ class CityscapesVPSVideo(VideoReader):
     def read_frame(self, seq: int, idx: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.frame_paths(seq, idx)
         image = read_rgb(img_path)
-        seg = rgb_to_segment_id(read_rgb_png_u8(lab_path, "Cityscapes-VPS panoptic"))
-        check_same_size(image, seg, img_path, lab_path)
-        panoptic = np.full(seg.shape, VOID, dtype=np.int64)
-        tracks = self._track[seq]
-        for s in self._frames[seq][idx]["segments"]:
-            cat = int(s["category_id"])
-            inst = tracks.get(int(s["id"]), 0) if self._is_thing(s) else 0
-            panoptic[seg == int(s["id"])] = cat * LABEL_DIVISOR + inst
+        rgb = read_rgb_png_u8(lab_path, "Cityscapes-VPS panoptic")
+        check_same_size(image, rgb, img_path, lab_path)
+        panoptic = decode_coco_panoptic(rgb, self._frames[seq][idx]["segments"], self.things,
+                                        self._track[seq], LABEL_DIVISOR, IGNORE_LABEL)
         return image, panoptic
 
 

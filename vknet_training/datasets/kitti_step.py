@@ -18,7 +18,11 @@ import numpy as np
 
 from vknet_core.panoptic_io import decode_kitti_step
 from vknet_training.datasets.base import (
-    LABEL_DIVISOR, VOID, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    LABEL_DIVISOR,
+    DatasetFormatError,
+    VideoReader,
+    check_same_size,
+    read_rgb,
     read_rgb_png_u8,
 )
 

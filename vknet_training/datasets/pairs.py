@@ -29,7 +29,8 @@ epoch among the valid ones, so edge frames are kept and pairs vary across epochs
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,16 @@ from torch.utils.data import Dataset
 from vknet_core.config import LabelConfig, VKNetConfig
 from vknet_training.datasets.base import VideoReader
 from vknet_training.transforms import (
-    RandomCrop, RandomHFlip, RandomResize, crop_clip, hflip_clip, keep_ratio_scale, normalize,
-    pad_tensor, padded_size, resize_clip,
+    RandomCrop,
+    RandomHFlip,
+    RandomResize,
+    crop_clip,
+    hflip_clip,
+    keep_ratio_scale,
+    normalize,
+    pad_tensor,
+    padded_size,
+    resize_clip,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +78,7 @@ def build_targets(
     hp, wp = panoptic.shape
     if hp % 2 or wp % 2:
         raise ValueError(f"padded panoptic map must have even sides, got {hp}x{wp}")
-    sem, inst = panoptic // divisor, panoptic % divisor
+    sem = panoptic // divisor
     ignore = labels.ignore_label
     to_model = labels.train_to_model_id
     things = set(labels.thing_train_ids)

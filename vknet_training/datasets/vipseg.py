@@ -20,24 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from vknet_core.panoptic_io import decode_vipseg
+from vknet_core.panoptic_io.vipseg import (  # the category table lives with the decoder
+    CATEGORY_TO_TRAIN_ID,
+    VIPSEG_THING_CATEGORIES,
+    decode_vipseg,
+)
 from vknet_training.datasets.base import (
-    IGNORE_LABEL, LABEL_DIVISOR, DatasetFormatError, VideoReader, check_same_size, read_rgb,
+    IGNORE_LABEL,
+    LABEL_DIVISOR,
+    DatasetFormatError,
+    VideoReader,
+    check_same_size,
+    read_rgb,
     read_single_channel_png,
 )
-
-# panoVIPSeg_categories.json entries with "isthing": 1 (category ids).
-VIPSEG_THING_CATEGORIES: tuple[int, ...] = (
-    2, 4, 8, 10, 41, 43, 44, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 60, 61, 62, 63, 64, 65, 72,
-    74, 76, 77, 78, 79, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 95, 96, 97, 99, 100, 101,
-    102, 106, 107, 108, 109, 114, 115, 116, 117, 118, 122, 123,
-)
-VIPSEG_NUM_CATEGORIES = 124
-VIPSEG_VOID_VALUES: tuple[int, ...] = (0, 200)
-_STUFF = tuple(c for c in range(VIPSEG_NUM_CATEGORIES) if c not in VIPSEG_THING_CATEGORIES)
-CATEGORY_TO_TRAIN_ID: dict[int, int] = {
-    c: i for i, c in enumerate(VIPSEG_THING_CATEGORIES + _STUFF)
-}
 
 
 class VIPSegVideo(VideoReader):

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from vknet_core.config import get_preset
-from vknet_core.types import INPUT_NAMES, OUTPUT_NAMES
-from vknet_export.io_spec import check_feeds, dummy_inputs, initial_state, io_spec
+from vknet_core.io_spec import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    check_feeds,
+    dummy_inputs,
+    from_metadata,
+    graph_metadata,
+    initial_state,
+    io_spec,
+)
 
 
 def test_kitti_step_r50_shapes_match_design():
@@ -69,3 +77,43 @@ def test_check_feeds_says_what_was_received():
     check_feeds(dyn, dict(feeds, image=np.zeros((1, 128, 64, 3), np.uint8)))
     with pytest.raises(ValueError, match="multiples of 32"):
         check_feeds(dyn, dict(feeds, image=np.zeros((1, 100, 64, 3), np.uint8)))
+
+
+def test_metadata_round_trip_and_clear_errors():
+    cfg = get_preset("tiny")
+    for spec in (io_spec(cfg, 128, 256), io_spec(cfg, 64, 96, dynamic=True)):
+        meta = graph_metadata(cfg, spec)
+        assert all(isinstance(v, str) for v in meta.values())
+        assert from_metadata(meta) == (cfg, spec)
+    with pytest.raises(ValueError, match=r"m.onnx has no vknet metadata.*keys present: \['x'\]"):
+        from_metadata({"x": "1"}, "m.onnx")
+    bad = dict(graph_metadata(cfg, io_spec(cfg, 64, 96)), vknet_height="65")
+    with pytest.raises(ValueError, match="corrupt vknet metadata.*multiples of 32, got 65x96"):
+        from_metadata(bad, "m.onnx")
+
+
+def test_dynamic_spec_without_sample_size():
+    """The PyTorch backend's spec: any multiple of 32, no export size."""
+    spec = io_spec(get_preset("tiny"), dynamic=True)
+    assert (spec.height, spec.width, spec.dynamic) == (0, 0, True)
+    feeds = dummy_inputs(spec.concrete(96, 160))
+    check_feeds(spec, feeds)
+    with pytest.raises(ValueError, match="no sample size; use spec.concrete"):
+        dummy_inputs(spec)
+    with pytest.raises(ValueError, match="multiples of 32, got 0x0"):
+        io_spec(get_preset("tiny"))  # a fixed-size spec needs its size
+    with pytest.raises(ValueError, match=r"'prev_kernels' has shape \[1, 37, 32\], expected"):
+        check_feeds(spec, dict(feeds, prev_kernels=np.zeros((1, 37, 32), np.float32)))
+
+
+def test_network_device_is_typed():
+    import torch
+
+    from vknet_core.backend import network_device
+
+    assert network_device("cpu") == torch.device("cpu")
+    assert network_device("cuda") == torch.device("cuda", 0)
+    assert network_device("tensorrt:1") == torch.device("cuda", 1)  # ORT's TensorRT provider
+    for bad in ("npu", "cuda:x", "cpu:0", ""):
+        with pytest.raises(ValueError, match="device must be cpu, cuda"):
+            network_device(bad)
