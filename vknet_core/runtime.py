@@ -18,6 +18,11 @@ from vknet_core.types import INPUT_NAMES, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 
+# Torch intra-op threads ``make_backend`` uses when none are given (README "Threads"): on 2
+# cores, 2 threads ran the tiny network 1.5x faster on an idle machine but 2.2x slower than
+# 1 thread with one core busy (OpenMP threads wait on each other), and a robot shares its cores.
+ROBOT_TORCH_THREADS = 1
+
 _INPUT_DTYPES = {"image": np.uint8, "prev_kernels": np.float32, "has_prev": np.float32}
 
 
@@ -55,7 +60,7 @@ class TorchBackend:
     folded into its convolution, ``vknet_core.model.fold_bn``); device: "cpu", "cuda", "cuda:1",
     ... TF32 is switched off on CUDA so results stay within the parity tolerances.
     threads: CPU intra-op threads (``torch.set_num_threads``, which is process-wide); None keeps
-    the current setting. ``DEFAULT_THREADS`` (README "Threads") is what the node and the CLIs pass.
+    the current setting (``make_backend`` passes ``ROBOT_TORCH_THREADS`` unless told otherwise).
     Outputs are contiguous (C order) numpy arrays.
     """
 

@@ -90,3 +90,17 @@ def test_torch_backend_threads():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         TorchBackend(model, threads=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_backend_cuda_matches_cpu():
+    torch.manual_seed(0)
+    model = vknet_core.build_model("tiny").eval()
+    _randomise_bn(model)
+    feeds = _feeds(model.cfg)
+    with TorchBackend(model, "cpu") as cpu, TorchBackend(model, "cuda") as gpu:
+        a, b = cpu.step(feeds), gpu.step(feeds)
+    for name in OUTPUT_NAMES:
+        assert b[name].flags["C_CONTIGUOUS"], name
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-3, atol=1e-3 * np.abs(a[name]).max(),
+                                   err_msg=name)
