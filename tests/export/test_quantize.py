@@ -131,6 +131,12 @@ def test_cli_report_with_labels(tiny_onnx, heldout, tmp_path, capsys):
     assert report["panoptic_agreement"] <= report["semantic_agreement"]
     assert "semantic agreement" in capsys.readouterr().out
     assert read_quantization(out)["calibration_frames"] == 3
+    # training/evaluate.py --onnx takes the int8 file as it is
+    from vknet_training.evaluate import evaluate_dataset
+
+    scored = evaluate_dataset(heldout, "val", onnx=out, progress=False)
+    assert scored["num_frames"] == 3
+    assert scored["STQ"] == pytest.approx(report["int8"]["STQ"], abs=1e-9)
 
 
 def test_cli_rejects_and_writes_no_model(tiny_onnx, tmp_path, capsys):
