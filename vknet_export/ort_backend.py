@@ -82,7 +82,7 @@ class OrtBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"threads must be >= 1 (or None for ORT's default), got {threads}")
+                raise ValueError(f"threads must be >= 1 (None: ORT's default), got {threads}")
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1  # the graph runs sequentially; no second pool
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

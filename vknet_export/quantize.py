@@ -151,8 +151,13 @@ def quantize_onnx(fp32_path: Union[str, Path], output: Union[str, Path],
     """
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     fp32_path, output = Path(fp32_path), Path(output)
     if not fp32_path.is_file():

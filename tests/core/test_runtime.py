@@ -45,7 +45,7 @@ def test_fold_resnet_backbone_is_exact_within_fp32():
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the input is untouched
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        for a, b in zip(net(x), folded(x)):
+        for a, b in zip(net(x), folded(x), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
 
 

@@ -36,7 +36,7 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, 
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential):
             names = list(children)
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 if _foldable(children[a], children[b]):
                     setattr(parent, a, fuse_conv_bn_eval(children[a], children[b]))
                     setattr(parent, b, nn.Identity())
