@@ -142,19 +142,25 @@ def test_cli_report_with_labels(tiny_onnx, heldout, tmp_path, capsys):
 def test_cli_rejects_and_writes_no_model(tiny_onnx, tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
     for i, rgb in enumerate(synthetic_clip(HEIGHT, WIDTH, 2)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), rgb[:, :, ::-1])
+        writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+    writer.release()
     out = tmp_path / "m_int8.onnx"
-    code = quantize_main(["--onnx", str(tiny_onnx), "--output", str(out), "--calib-images",
-                          str(frames), "--val-images", str(frames),
+    code = quantize_main(["--onnx", str(tiny_onnx), "--output", str(out), "--calib-video",
+                          str(video), "--val-images", str(frames),
                           "--min-semantic-agreement", "1.01"])
     assert code == 2
     err = capsys.readouterr().err
     assert "rejected" in err and "semantic agreement" in err
     assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "m_int8.report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "frames",
+                                                          "m_int8.report.json"]
     report = json.loads((tmp_path / "m_int8.report.json").read_text())
     assert not report["accepted"] and not report["labelled"] and "delta" not in report
+    assert report["calibration_frames"] == 2 and report["frames"] == 2
 
 
 def test_cli_validates_sources(tiny_onnx, tmp_path, capsys):
