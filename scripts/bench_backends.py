@@ -2,10 +2,17 @@
 
     python scripts/bench_backends.py                        # tiny + kitti_step_r50 at 384x1248
     python scripts/bench_backends.py --presets tiny --size 128 256 --frames 5
-    python scripts/bench_backends.py --device cuda          # torch CUDA, ORT CUDA EP, TensorRT
+    python scripts/bench_backends.py --device cuda --fp16   # + torch.compile / CUDA graphs,
+                                                            #   fp16, ORT CUDA EP, TensorRT
 
+Rows: ``torch`` (eager, BatchNorm folded), ``onnxruntime`` (fp32), ``onnxruntime_int8`` (the
+int8 QDQ graph of ``vknet_export.quantize``, recipe ``conv``, calibrated on ``--int8-calib``
+frames of the clip; CPU), and on CUDA ``torch_compile`` (``torch.compile``, inductor),
+``torch_cudagraphs`` (``mode="reduce-overhead"``: inductor + CUDA graphs), each also ``_fp16``
+(autocast) with ``--fp16``, and ORT CUDA / TensorRT where installed.
 Models use seeded random weights (latency does not depend on them). Each backend runs the
-synthetic clip frame by frame with the state fed back; the first ``--warmup`` frames are not
+synthetic clip frame by frame with the state fed back, interleaved (frame i on every backend,
+then frame i + 1), so the ratios hold on a loaded machine; the first ``--warmup`` frames are not
 timed. Prints a table (median / p90 ms per frame and the speed-up over PyTorch eager), then the
 results as one JSON line.
 """
@@ -39,21 +46,54 @@ class Timing:
 
 def time_backend(backend: Any, frames: list[np.ndarray], cfg: Any, warmup: int) -> list[float]:
     """Seconds per frame (after ``warmup`` frames), state fed back like the pipeline does."""
-    state = {"prev_kernels": np.zeros((1, cfg.num_kernels, cfg.neck.channels), np.float32),
-             "has_prev": np.zeros((1,), np.float32)}
-    times = []
+    return time_interleaved({"b": backend}, frames, cfg, warmup)["b"]
+
+
+def time_interleaved(backends: dict[str, Any], frames: list[np.ndarray], cfg: Any,
+                     warmup: int) -> dict[str, list[float]]:
+    """Seconds per frame for every backend, frame i of all of them before frame i + 1 (so a
+    load change on a shared machine hits all alike); each keeps its own state."""
+    zero = {"prev_kernels": np.zeros((1, cfg.num_kernels, cfg.neck.channels), np.float32),
+            "has_prev": np.zeros((1,), np.float32)}
+    state = {k: zero for k in backends}
+    times: dict[str, list[float]] = {k: [] for k in backends}
     for i, rgb in enumerate(frames):
-        t0 = time.perf_counter()
-        out = backend.step({"image": np.ascontiguousarray(rgb[None]), **state})
-        dt = time.perf_counter() - t0
-        state = {"prev_kernels": out["cur_kernels"], "has_prev": np.ones((1,), np.float32)}
-        if i >= warmup:
-            times.append(dt)
+        image = np.ascontiguousarray(rgb[None])
+        for k, backend in backends.items():
+            t0 = time.perf_counter()
+            out = backend.step({"image": image, **state[k]})
+            dt = time.perf_counter() - t0
+            state[k] = {"prev_kernels": out["cur_kernels"], "has_prev": np.ones((1,), np.float32)}
+            if i >= warmup:
+                times[k].append(dt)
     return times
 
 
+def torch_variant(model: Any, device: str, threads: Optional[int], compile_mode: Optional[str],
+                  fp16: bool) -> Any:
+    """A TorchBackend whose step is ``torch.compile(mode=compile_mode)``d and/or runs under
+    CUDA fp16 autocast; outputs are returned as float32 like the other backends'."""
+    import torch
+
+    from vknet_core.runtime import TorchBackend
+
+    class Variant(TorchBackend):
+        def step(self, feeds):
+            with torch.autocast("cuda", torch.float16, enabled=fp16):
+                out = super().step(feeds)
+            return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
+
+    if (compile_mode or fp16) and not device.startswith("cuda"):
+        raise RuntimeError("torch.compile / fp16 variants are timed on CUDA only")
+    backend = Variant(model, device, threads=threads)
+    if compile_mode:
+        backend._step = torch.compile(backend._step, mode=compile_mode)
+    return backend
+
+
 def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int, device: str,
-                 workdir: Path, threads: Optional[int], fp16: bool) -> list[Timing]:
+                 workdir: Path, threads: Optional[int], fp16: bool,
+                 int8_calib: int = 4) -> list[Timing]:
     import torch
 
     import vknet_core
@@ -73,10 +113,30 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
     size = f"{height}x{width}"
     ort_device = "cuda" if device.startswith("cuda") else "cpu"
     makers: list[tuple[str, str, Callable[[], Any]]] = [
-        ("torch", device, lambda: TorchBackend(model, device)),
+        ("torch", device, lambda: TorchBackend(model, device, threads=threads)),
         ("onnxruntime", "cpu", lambda: OrtBackend(onnx_path, "cpu", threads)),
     ]
+    if int8_calib > 0:
+        int8_path = workdir / f"{preset}_{height}x{width}_int8.onnx"
+
+        def make_int8() -> Any:
+            from vknet_export.quantize import quantize_onnx
+
+            t = time.perf_counter()
+            quantize_onnx(onnx_path, int8_path, [clip[:int8_calib]])
+            log.info("quantized %s in %.0f s", int8_path.name, time.perf_counter() - t)
+            return OrtBackend(int8_path, "cpu", threads)
+
+        makers.append(("onnxruntime_int8", "cpu", make_int8))
     if ort_device == "cuda":
+        for mode, label in ((None, "torch_compile"), ("reduce-overhead", "torch_cudagraphs")):
+            for half in (False, True) if fp16 else (False,):
+                makers.append((label + ("_fp16" if half else ""), device,
+                               lambda m=mode or "default", h=half:
+                               torch_variant(model, device, threads, m, h)))
+        if fp16:
+            makers.append(("torch_fp16", device,
+                           lambda: torch_variant(model, device, threads, None, True)))
         makers.append(("onnxruntime", "cuda", lambda: OrtBackend(onnx_path, "cuda")))
         from vknet_export.trt_backend import TrtBackend
 
@@ -86,19 +146,19 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
             engine16 = workdir / f"{preset}_{height}x{width}_fp16.engine"
             makers.append(("tensorrt", "fp16",
                            lambda: TrtBackend(engine16, device, onnx_path, fp16=True)))
-    if threads:
-        torch.set_num_threads(threads)
-    results: list[Timing] = []
-    for name, dev, make in makers:
-        try:
-            backend = make()
-        except Exception as e:  # a runtime that is not installed here: report and go on
-            log.warning("%s (%s) skipped: %s", name, dev, e)
-            continue
-        try:
-            t = time_backend(backend, clip, cfg, warmup)
-        finally:
+    backends: dict[tuple[str, str], Any] = {}
+    try:
+        for name, dev, make in makers:
+            try:
+                backends[name, dev] = make()
+            except Exception as e:  # a runtime that is not installed here: report and go on
+                log.warning("%s (%s) skipped: %s", name, dev, e)
+        times = time_interleaved(backends, clip, cfg, warmup)
+    finally:
+        for backend in backends.values():
             backend.close()
+    results: list[Timing] = []
+    for (name, dev), t in times.items():
         results.append(Timing(preset, size, name, dev, 1e3 * statistics.median(t),
                               1e3 * float(np.percentile(t, 90))))
         log.info("%s %s %s: %.1f ms", preset, name, dev, results[-1].median_ms)
@@ -118,7 +178,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first (allocator, caches)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (adds ORT CUDA, TensorRT)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ORT CPU")
-    p.add_argument("--fp16", action="store_true", help="also time a TensorRT fp16 engine")
+    p.add_argument("--fp16", action="store_true",
+                   help="CUDA: also time fp16 (torch autocast variants, TensorRT fp16 engine)")
+    p.add_argument("--int8-calib", type=int, default=4,
+                   help="calibration frames for the onnxruntime_int8 row (0: no int8 row)")
     p.add_argument("--workdir", type=Path, help="where ONNX/engines go (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -134,11 +197,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         for preset in args.presets:
             results += bench_preset(preset, *args.size, args.frames, args.warmup, args.device,
-                                    workdir, args.threads, args.fp16)
-    print(f"{'preset':<16} {'size':<9} {'backend':<12} {'device':<6} {'median ms':>10} "
+                                    workdir, args.threads, args.fp16, args.int8_calib)
+    print(f"{'preset':<16} {'size':<9} {'backend':<22} {'device':<6} {'median ms':>10} "
           f"{'p90 ms':>8} {'vs torch':>9}")
     for r in results:
-        print(f"{r.preset:<16} {r.size:<9} {r.backend:<12} {r.device:<6} {r.median_ms:>10.1f} "
+        print(f"{r.preset:<16} {r.size:<9} {r.backend:<22} {r.device:<6} {r.median_ms:>10.1f} "
               f"{r.p90_ms:>8.1f} {r.speedup_vs_torch:>8.2f}x")
     print(json.dumps([asdict(r) for r in results]))
     return 0 if results else 1

@@ -28,11 +28,13 @@ BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 
 
 def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
-                 **kwargs: Any) -> Backend:
+                 threads: Optional[int] = None, **kwargs: Any) -> Backend:
     """Build the backend ``name`` for ``model_path`` on ``device`` (a ``vknet_core`` Backend).
 
-    kwargs: onnxruntime -> ``num_threads``, ``trt_cache_dir``; tensorrt -> ``onnx_path``,
-    ``fp16``, ``can_build``.
+    threads: CPU intra-op threads. None = the robot defaults (README "Threads"): torch 1
+    (``ROBOT_TORCH_THREADS``), onnxruntime one per core with its threads not spinning.
+    kwargs: onnxruntime -> ``trt_cache_dir``; tensorrt -> ``onnx_path``, ``fp16``, ``can_build``.
+    An int8 ONNX from export/quantize.py is an "onnxruntime" model like any other.
     """
     model_path = Path(model_path)
     if name not in BACKENDS:
@@ -41,13 +43,14 @@ def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
         raise FileNotFoundError(f"{name} model file not found: {model_path}")
     if name == "torch":
         import vknet_core
-        from vknet_core.runtime import TorchBackend
+        from vknet_core.runtime import ROBOT_TORCH_THREADS, TorchBackend
 
-        return TorchBackend(vknet_core.load_checkpoint(model_path), device, **kwargs)
+        return TorchBackend(vknet_core.load_checkpoint(model_path), device,
+                            threads=ROBOT_TORCH_THREADS if threads is None else threads)
     if name == "onnxruntime":
         from vknet_export.ort_backend import OrtBackend
 
-        return OrtBackend(model_path, device, **kwargs)  # cfg from the graph's metadata
+        return OrtBackend(model_path, device, threads=threads, **kwargs)  # cfg from metadata
     return _tensorrt(model_path, device, **kwargs)
 
 

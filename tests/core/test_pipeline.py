@@ -207,8 +207,8 @@ def test_torch_backend_matches_frame_step(tiny_ckpt):
     assert tuple(out) == OUTPUT_NAMES
     with torch.no_grad():
         ref = FrameStep(model)(torch.from_numpy(feeds["image"]), prev, has)
-    for name in OUTPUT_NAMES:
-        np.testing.assert_allclose(out[name], getattr(ref, name).numpy(), rtol=1e-5, atol=1e-5)
+    for name in OUTPUT_NAMES:  # the backend folds BatchNorm: fp32 rounding, not equality
+        np.testing.assert_allclose(out[name], getattr(ref, name).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="prev_kernels"):
         be.step({**feeds, "prev_kernels": feeds["prev_kernels"].astype(np.float64)})
     with pytest.raises(ValueError, match="feeds must be exactly"):
