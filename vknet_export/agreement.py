@@ -62,9 +62,9 @@ class TeacherForced:
                 out.append(f"frame {t}: {bad[0]} differs by {rel[bad[0]]:.2e} of its magnitude "
                            f"(> {TENSOR_RTOL:g}); it is computed before any hard mask, so no "
                            "near-zero flip explains it")
-        for what, frames in (("frames", range(len(self.rel))),
-                             ("linked frames (has_prev=1)", [t for t, k in enumerate(self.linked)
-                                                             if k])):
+        linked = [t for t, k in enumerate(self.linked) if k]
+        for what, frames in (("linked frames (has_prev=1)", linked),
+                             ("frames", range(len(self.rel)))):
             frames = list(frames)
             dirty = [t for t in frames if not self.clean(t)]
             if frames and len(frames) - len(dirty) < MIN_CLEAN_FRACTION * len(frames):

@@ -223,6 +223,19 @@ def check_same_model(a: Any, b: Any, spec_a: Any, spec_b: Any) -> None:
                        f"{fixed[1].height}x{fixed[1].width}; export both at the same size")
 
 
+def _load(make_backend: Callable[..., Any], side: str, name: str, path: Path, device: str) -> Any:
+    """A backend, or a CliError naming the file and what was expected (no traceback)."""
+    try:
+        return make_backend(name, path, device=device)
+    except (CliError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime/torch raise their own types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CliError(f"{side}: cannot load {name} model {path} ({type(e).__name__}: {first}); "
+                       "expected a vknet checkpoint (.pt) for torch or an ONNX from "
+                       "export/to_onnx.py") from e
+
+
 def compare(args: argparse.Namespace) -> int:
     """Run both checks; print the table and the verdict line. Returns EXIT_PASS or EXIT_FAIL."""
     from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
@@ -235,9 +248,9 @@ def compare(args: argparse.Namespace) -> int:
     for side, (name, path) in (("--a", args.a), ("--b", args.b)):
         if not path.is_file():
             raise CliError(f"{side}: {name} model file not found: {path}")
-    a = make_backend(args.a[0], args.a[1], device=args.device_a)
+    a = _load(make_backend, "--a", *args.a, args.device_a)
     try:
-        b = make_backend(args.b[0], args.b[1], device=args.device_b)
+        b = _load(make_backend, "--b", *args.b, args.device_b)
     except BaseException:
         a.close()
         raise
