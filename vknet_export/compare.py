@@ -229,7 +229,7 @@ def _load(make_backend: Callable[..., Any], side: str, name: str, path: Path, de
         return make_backend(name, path, device=device)
     except (CliError, KeyboardInterrupt):
         raise
-    except Exception as e:  # noqa: BLE001 - onnxruntime/torch raise their own types
+    except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CliError(f"{side}: cannot load {name} model {path} ({type(e).__name__}: {first}); "
                        "expected a vknet checkpoint (.pt) for torch or an ONNX from "

@@ -71,7 +71,8 @@ def _ln(sd: dict[str, Tensor], p: str, x: Tensor) -> Tensor:
 
 def _block(sd: dict[str, Tensor], p: str, x: Tensor, heads: int, shift: int) -> Tensor:
     x = x + _attention(sd, p + "attn.", _ln(sd, p + "norm1.", x), heads, shift)
-    h = F.gelu(F.linear(_ln(sd, p + "norm2.", x), sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
+    h = _ln(sd, p + "norm2.", x)
+    h = F.gelu(F.linear(h, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
     return x + F.linear(h, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
 
 
@@ -85,10 +86,11 @@ def _merge(sd: dict[str, Tensor], p: str, x: Tensor) -> Tensor:
 @torch.no_grad()
 def official_swin(sd: dict[str, Tensor], image: Tensor, depths=(2, 2, 18, 2),
                   heads=(4, 8, 16, 32)) -> list[Tensor]:
-    """Official key state dict, image [1, 3, H, W] normalised -> 4 maps [1, c_i, H/2^(i+2), ...]."""
-    x = F.conv2d(image, sd["backbone.patch_embed.proj.weight"], sd["backbone.patch_embed.proj.bias"],
-                 stride=4)[0].permute(1, 2, 0)  # [H/4, W/4, C]
-    x = _ln(sd, "backbone.patch_embed.norm.", x)
+    """Official key state dict, image [1, 3, H, W] normalised -> 4 maps [1, c_i, H/2^(i+2), ..]."""
+    pe = "backbone.patch_embed."
+    x = F.conv2d(image, sd[pe + "proj.weight"], sd[pe + "proj.bias"], stride=4)
+    x = x[0].permute(1, 2, 0)  # [H/4, W/4, C]
+    x = _ln(sd, pe + "norm.", x)
     outs = []
     for i, (depth, nh) in enumerate(zip(depths, heads)):
         if i > 0:

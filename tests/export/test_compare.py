@@ -1,6 +1,7 @@
 """export/compare.py as a user runs it: a correct export passes, a broken one fails with a reason.
 
-The shipped (trained) model at 128x256: a random model has arg-max near-ties that float noise flips.
+The shipped (trained) model at 128x256: a random model has arg-max near-ties that float noise
+flips.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 import vknet_core
 from vknet_export.agreement import TeacherForced
