@@ -170,13 +170,18 @@ class Verdict:
     def report(self) -> str:
         rows = [f"{'frame':<6}" + "".join(f"{n:>13}" for n in OUTPUT_NAMES) + "  teacher-forced"]
         for t, rel in enumerate(self.teacher.rel):
+            status = "clean" if self.teacher.clean(t) else (
+                "differs" if any(rel[n] > TENSOR_RTOL for n in FLIP_FREE_OUTPUTS) else "flip?")
             rows.append(f"{t:<6}" + "".join(f"{rel[n]:>13.2e}" for n in OUTPUT_NAMES)
-                        + ("  clean" if self.teacher.clean(t) else "  flip?"))
+                        + f"  {status}")
         drift = self.free.tensor_drift
         if drift:
             rows.append("free-running tensor drift (informative): "
                         + ", ".join(f"{n} {v:.1e}" for n, v in drift.items()))
         rows.append("panoptic pixel agreement per frame: "
                     + " ".join(f"{100 * f:.3f}%" for f in self.free.agreement))
-        rows += [f"  {r}" for r in self.teacher.failures() + self.free.failures()]
+        reasons = self.teacher.failures() + self.free.failures()
+        rows += [f"  {r}" for r in reasons[:12]]
+        if len(reasons) > 12:
+            rows.append(f"  ... {len(reasons) - 12} more")
         return "\n".join(rows + [self.line()])
