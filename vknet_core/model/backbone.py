@@ -3,17 +3,25 @@
 MobileNetV3-small: the small backbone of the ``tiny`` preset. ResNet (18/50/101): mmdet
 "pytorch" style = torchvision's ResNet v1.5; stem + stage 1 frozen and BatchNorm statistics frozen as in the official config (video_knet.md §2.2). Swin (T/B): torchvision's
 Swin v1, whose block/merging layout equals the original Swin used by the official Swin configs,
-plus the per-output LayerNorms ``norm0..norm3`` of the detection Swin. Weights load from a local
-file (torchvision key names) -- nothing is downloaded.
+plus the per-output LayerNorms ``norm0..norm3`` of the detection Swin, and with the official
+shift rule (``OfficialShiftWindowAttention``). Weights load from a local file (torchvision key
+names) -- nothing is downloaded.
 """
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
-from torch import nn, Tensor
+from torch import Tensor, nn
+from torchvision.models.swin_transformer import (
+    ShiftedWindowAttention,
+    SwinTransformerBlock,
+    shifted_window_attention,
+)
 
 from vknet_core.config import BackboneConfig
 
@@ -97,12 +105,72 @@ class MobileNetBackbone(_FrozenBNMixin):
         return outs
 
 
+def shift_window_mask(pad_h: int, pad_w: int, window: int, shift: int) -> Tensor:
+    """The official shifted-window attention mask: [nW, window², window²], 0 or -100.
+
+    Coordinates are those of the rolled (by ``-shift``), padded [pad_h, pad_w] map. Each axis is
+    cut into the regions ``[0, pad-window)``, ``[pad-window, pad-shift)``, ``[pad-shift, pad)``;
+    tokens of one window that lie in different regions (wrapped around by the roll) get -100.
+    """
+    img = torch.zeros(pad_h, pad_w)
+    cuts = ((0, -window), (-window, -shift), (-shift, None))
+    for i, (h0, h1) in enumerate(cuts):
+        for j, (w0, w1) in enumerate(cuts):
+            img[h0:h1, w0:w1] = 3 * i + j
+    img = img.view(pad_h // window, window, pad_w // window, window).permute(0, 2, 1, 3)
+    ids = img.reshape(-1, window * window)  # [nW, window²] region id per token
+    diff = ids[:, None, :] - ids[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+class OfficialShiftWindowAttention(ShiftedWindowAttention):
+    """torchvision's window attention (same parameters and key names) with the official rule.
+
+    torchvision sets the shift of an axis to 0 when the padded map is no larger than the window
+    on it. The official ``SwinTransformerDIY`` (Swin-Transformer-Object-Detection) always rolls
+    the shifted blocks by ``window_size // 2`` and applies its -100 mask, whatever the map size.
+    That matters for any input side <= 224 px (C5 pads to one window); larger maps are unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, H, W, C] -> [B, H, W, C]."""
+        bias = self.get_relative_position_bias()  # [1, heads, window², window²]
+        shift = self.shift_size[0]
+        if shift == 0:
+            return shifted_window_attention(
+                x, self.qkv.weight, self.proj.weight, bias, self.window_size, self.num_heads,
+                shift_size=[0, 0], attention_dropout=self.attention_dropout,
+                dropout=self.dropout, qkv_bias=self.qkv.bias, proj_bias=self.proj.bias,
+                training=self.training,
+            )
+        window = self.window_size[0]
+        B, H, W, _ = x.shape
+        x = F.pad(x, (0, 0, 0, (-W) % window, 0, (-H) % window))  # zero pad bottom/right
+        pad_h, pad_w = x.shape[1], x.shape[2]
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        mask = shift_window_mask(pad_h, pad_w, window, shift).to(bias)  # [nW, N, N]
+        bias = (bias + mask[:, None]).repeat(B, 1, 1, 1)  # [B*nW, heads, N, N], window order
+        # On the pre-shifted, padded map torchvision adds nothing: no pad, no shift of its own.
+        x = shifted_window_attention(
+            x, self.qkv.weight, self.proj.weight, bias, self.window_size, self.num_heads,
+            shift_size=[0, 0], attention_dropout=self.attention_dropout, dropout=self.dropout,
+            qkv_bias=self.qkv.bias, proj_bias=self.proj.bias, training=self.training,
+        )
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+
 class SwinBackbone(nn.Module):
-    """torchvision Swin ``features`` + LayerNorm on each stage output (``norm0..norm3``)."""
+    """torchvision Swin ``features`` + LayerNorm on each stage output (``norm0..norm3``).
+
+    The blocks use ``OfficialShiftWindowAttention`` (the official shift rule); parameter names
+    are torchvision's.
+    """
 
     def __init__(self, name: str):
         super().__init__()
-        net = SWINS[name][0](weights=None)
+        block = partial(SwinTransformerBlock, attn_layer=OfficialShiftWindowAttention)
+        net = SWINS[name][0](weights=None, block=block)
         self.out_channels = SWINS[name][1]
         self.features = net.features  # [patch_embed, stage1, merge, stage2, merge, stage3, merge, stage4]
         for i, c in enumerate(self.out_channels):
