@@ -12,6 +12,7 @@ Flow (DESIGN §1): preprocess -> backend.step -> panoptic merge -> boxes + track
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -24,12 +25,18 @@ import torch
 from vknet_core.config import VKNetConfig
 from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
-from vknet_core.preprocess import PreprocessConfig, to_model_input
+from vknet_core.preprocess import PreprocessConfig, native_hw, to_model_input
 from vknet_core.runtime import Backend, TorchBackend
+from vknet_core.tracking.id_pool import MAX_TRACK_ID
 from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
 from vknet_core.types import OUTPUT_NAMES, PanopticFrame, Segment
 
 log = logging.getLogger(__name__)
+
+# Panoptic divisor of live outputs (PanopticFrame, the ROS topics, announced in ~/labels): track
+# ids 1..65535 fit ~/instance_ids (16UC1), and 255 * 65536 + 65535 fits ~/panoptic (int32).
+# Files in a dataset's format keep that dataset's divisor (KITTI-STEP: 1000, panoptic_io.py).
+LIVE_LABEL_DIVISOR: int = 65536
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,27 @@ class PipelineConfig:
 
     device: where merge and boxes run ("cpu", "cuda", ...); None = the backend's ``device``
     attribute when it has a torch one, else "cpu".
+    label_divisor: panoptic = semantic * label_divisor + track id; track ids are recycled within
+    1 .. min(label_divisor - 1, 65535) (``vknet_core.tracking.id_pool``).
+    bound_to_native: with ``preprocess.net_hw`` None and no ``preprocess.max_hw``, bound the
+    network size by the preset's native size (``preprocess.native_hw``), aspect kept.
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     device: Optional[str] = None
+    label_divisor: int = LIVE_LABEL_DIVISOR
+    bound_to_native: bool = True
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.label_divisor or 255 * self.label_divisor + self.max_track_id >= 2**31:
+            raise ValueError(f"label_divisor must be >= 2 and keep 255 * divisor + id within "
+                             f"int32, got {self.label_divisor}")
+
+    @property
+    def max_track_id(self) -> int:
+        return min(self.label_divisor - 1, MAX_TRACK_ID)
 
 
 class VideoPanopticPipeline:
@@ -66,15 +88,17 @@ class VideoPanopticPipeline:
         if pre.net_hw is None and spec is not None and not getattr(spec, "dynamic", True):
             pre = PreprocessConfig(net_hw=(int(spec.height), int(spec.width)),
                                    size_divisor=pre.size_divisor, pad_value=pre.pad_value)
+        if pre.net_hw is None and pre.max_hw is None and cfg.bound_to_native:
+            pre = dataclasses.replace(pre, max_hw=native_hw(model_cfg.name))
         self.preprocess_cfg = pre
-        self.tracker = QuasiDenseTracker(cfg.tracker)
+        self.tracker = QuasiDenseTracker(cfg.tracker, max_track_id=cfg.max_track_id)
         self.last_timings: dict[str, float] = {}
         self.reset()
 
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
-        """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (ids from 1)."""
+        """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (id pool refilled)."""
         N, C = self.model_cfg.num_kernels, self.model_cfg.neck.channels
         self._prev_kernels = np.zeros((1, N, C), np.float32)
         self._has_prev = np.zeros((1,), np.float32)
@@ -139,7 +163,7 @@ class VideoPanopticPipeline:
         self.frame_index += 1
         lut = np.concatenate([[0], track_ids]).astype(np.uint16)
         instance_ids = lut[segment_map]
-        div = lab.label_divisor
+        div = self.cfg.label_divisor
         panoptic = semantic_np.astype(np.int32) * div + instance_ids.astype(np.int32)
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
