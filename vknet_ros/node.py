@@ -2,7 +2,7 @@
 
 A thin rclpy lifecycle node over the framework-free ``VideoPanopticPipeline``:
 
-  image (sensor_msgs/Image, sensor-data QoS, depth 1)  ─┐ callback stores only the latest frame
+  image (sensor_msgs/Image, input.qos, depth 1)       ─┐ callback stores only the latest frame
   image/compressed (optional)                          ─┘ (a replaced frame counts as dropped;
                                                            width*height > input.max_pixels is
                                                            rejected before decoding)
@@ -40,7 +40,7 @@ from vknet_ros.conversions import (ConversionError, array_to_image, compressed_t
 from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, diagnostic_array, state_status
 from vknet_ros.loader import LoadedPipeline, load_pipeline, warmup_image
 from vknet_ros.params import AUTOSTART, CONFIGURE_ONLY, NodeParams, declare_all, read_all
-from vknet_ros.qos import LABELS_QOS, input_qos, output_qos
+from vknet_ros.qos import LABELS_QOS, InputSubscriptions, output_qos
 
 NODE_NAME = "vknet_node"
 PipelineFactory = Callable[[NodeParams], LoadedPipeline]
@@ -68,7 +68,7 @@ class VKNetNode(LifecycleNode):
         self._state, self._failure = "unconfigured", ""  # lifecycle state, last failed transition
         self._info_pub: Any = None
         self._infos: dict[int, CameraInfo] = {}  # stamp -> camera_info (the latest 30)
-        self._subs: list[Any] = []
+        self._inputs: Optional[InputSubscriptions] = None
         # latest-frame slot: the callback overwrites, the worker takes
         self._slot: Optional[tuple[Union[Image, CompressedImage], float]] = None
         self._slot_lock = threading.Lock()
@@ -161,16 +161,12 @@ class VKNetNode(LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
         self._worker.start()
-        qos_in, qos_opts = input_qos(p), QoSOverridingOptions.with_default_policies()
         wanted: list[tuple[Any, str, Callable[[Any], None]]] = [(Image, "image", self._on_image)]
         if p.subscribe_compressed:
             wanted.append((CompressedImage, "image/compressed", self._on_image))
         if p.camera_info:  # next to the image topic, as image_transport's CameraSubscriber
             wanted.append((CameraInfo, "camera_info", self._on_camera_info))
-        for msg_type, topic, cb in wanted:
-            self._subs.append(self.create_subscription(msg_type, topic, cb, qos_in,
-                                                       qos_overriding_options=qos_opts))
-        topics = [self.resolve_topic_name(t) for _, t, _ in wanted]
+        self._inputs = InputSubscriptions(self, p, wanted)
         self._infos = {}
         self.stats.activated()
         self._state, self._failure = "active", ""
@@ -178,7 +174,8 @@ class VKNetNode(LifecycleNode):
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"active ({loaded.backend_name} on {loaded.device}); waiting for images on "
-            f"{', '.join(topics)} ({p.input_qos}, depth {p.input_depth}); publishing "
+            f"{', '.join(self._inputs.topics())} ({p.input_qos}, depth {p.input_depth}); "
+            "publishing "
             f"{', '.join(self.resolve_topic_name('~/' + n) for n in self._pubs)}")
         return ret
 
@@ -204,9 +201,9 @@ class VKNetNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown_active(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        if self._inputs is not None:
+            self._inputs.destroy()
+            self._inputs = None
         self._stop.set()
         self._wake.set()
         if self._worker is not None:
@@ -351,6 +348,8 @@ class VKNetNode(LifecycleNode):
         """One status in every lifecycle state: the node's health while active, else the state
         and (ERROR) the last failed transition's error."""
         loaded, p = self._loaded, self.params
+        if self._inputs is not None:
+            self._inputs.poll()  # input.qos=auto: a best-effort camera appeared
         fqn = self.get_fully_qualified_name()
         name = f"{fqn}: video panoptic segmentation"
         info = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-INPUT_QOS: tuple[str, ...] = ("sensor_data", "reliable")
+INPUT_QOS: tuple[str, ...] = ("auto", "sensor_data", "reliable")
 DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "models" / "tiny_synthetic.pt"
 
 
@@ -36,7 +36,7 @@ class NodeParams:
     publish_semantic: bool = True  # outputs.semantic
     publish_overlay: bool = True  # outputs.overlay (computed only while someone subscribes)
     subscribe_compressed: bool = False  # input.compressed: also subscribe image/compressed
-    input_qos: str = "sensor_data"  # input.qos: sensor_data (best effort) | reliable
+    input_qos: str = "auto"  # input.qos: auto (reliable; best effort for best-effort cameras)
     input_depth: int = 1  # input.depth
     max_pixels: int = 4096 * 4096  # input.max_pixels: larger frames are rejected before decoding
     camera_info: bool = True  # input.camera_info: republish camera_info on ~/camera_info
@@ -116,7 +116,9 @@ _SCALARS: dict[str, tuple[str, str]] = {
     "outputs.overlay": ("publish_overlay", "publish ~/overlay (rgb8) while it has subscribers"),
     "input.compressed": ("subscribe_compressed", "also subscribe image/compressed "
                                                  "(sensor_msgs/CompressedImage)"),
-    "input.qos": ("input_qos", "input QoS: sensor_data (best effort) | reliable"),
+    "input.qos": ("input_qos", "input QoS: auto (reliable, switching to best effort when a "
+                               "best-effort camera appears) | sensor_data (best effort) | "
+                               "reliable"),
     "input.depth": ("input_depth", "input QoS history depth"),
     "input.max_pixels": ("max_pixels", "frames with width*height above this are rejected "
                                        "(one log line) before decoding"),
