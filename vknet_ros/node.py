@@ -15,8 +15,8 @@ A thin rclpy lifecycle node over the framework-free ``VideoPanopticPipeline``:
 
 Lifecycle: configure reads parameters and creates publishers; activate re-reads them (a change
 made while inactive applies here; publisher parameters are rejected while configured), loads the
-model and subscribes; deactivate unsubscribes and frees the model. ``autostart`` (default true) runs
-configure + activate at startup. A failure logs one line and leaves the node up and serving.
+model and subscribes; deactivate unsubscribes and frees the model. ``autostart`` (default true)
+runs configure + activate at startup. A failure logs one line and leaves the node up and serving.
 """
 from __future__ import annotations
 

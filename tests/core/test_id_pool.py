@@ -126,4 +126,5 @@ def test_pipeline_past_70000_tracks_decodes_and_never_reuses_a_live_id():
     assert pipe.tracker.num_tracks >= 70_000
     assert max_id == MAX_TRACK_ID  # the whole space was used, then recycled
     y, x = 12, 44  # the centre of kernel 5's object (cell 1, 5) in the last frame
-    assert f.panoptic[y, x] // div == 13 and f.instance_ids[y, x] > 0 and f.panoptic[y, x] % div == f.instance_ids[y, x]
+    assert f.panoptic[y, x] // div == 13 and f.instance_ids[y, x] > 0
+    assert f.panoptic[y, x] % div == f.instance_ids[y, x]

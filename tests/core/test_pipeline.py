@@ -123,7 +123,8 @@ def test_void_pixels_and_void_as_road_option():
     frame = pipe.step(np.zeros((120, 180, 3), np.uint8))
     void = frame.segment_map == 0
     assert void.any()
-    assert (frame.semantic[void] == 255).all() and (frame.panoptic[void] == 255 * frame.label_divisor).all()
+    assert (frame.semantic[void] == 255).all()
+    assert (frame.panoptic[void] == 255 * frame.label_divisor).all()
     road = VideoPanopticPipeline(pipe.backend, CFG, PipelineConfig(
         merge=vknet_core.postprocess.panoptic.MergeConfig(void_as_road=True)))
     pipe.backend.t = 0
