@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import cv2
 import numpy as np
 import torch
 
 from vknet_core.config import VKNetConfig
 from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
-from vknet_core.preprocess import PreprocessConfig, native_hw, to_model_input
+from vknet_core.preprocess import Letterbox, PreprocessConfig, native_hw, to_model_input
 from vknet_core.runtime import Backend, TorchBackend
 from vknet_core.tracking.id_pool import MAX_TRACK_ID
 from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
@@ -49,6 +50,11 @@ class PipelineConfig:
     1 .. min(label_divisor - 1, 65535) (``vknet_core.tracking.id_pool``).
     bound_to_native: with ``preprocess.net_hw`` None and no ``preprocess.max_hw``, bound the
     network size by the preset's native size (``preprocess.native_hw``), aspect kept.
+    merge_at_camera_size: for a frame the preprocessing scaled down, True merges with the masks
+    rescaled to the camera size (the official ``rescale_masks`` path: memory and time grow with
+    the camera's pixels, e.g. 4K); False (default) merges at the scaled size and enlarges the
+    label maps with nearest neighbour to the camera size. Frames that are not scaled down (the
+    official test sizes) give the same result either way.
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -57,6 +63,7 @@ class PipelineConfig:
     device: Optional[str] = None
     label_divisor: int = LIVE_LABEL_DIVISOR
     bound_to_native: bool = True
+    merge_at_camera_size: bool = False
 
     def __post_init__(self) -> None:
         if not 2 <= self.label_divisor or 255 * self.label_divisor + self.max_track_id >= 2**31:
@@ -132,6 +139,9 @@ class VideoPanopticPipeline:
         self._has_prev = np.ones((1,), np.float32)
 
         mc, lab = self.cfg.merge, self.model_cfg.labels
+        camera_hw = letterbox.orig_hw
+        if not self.cfg.merge_at_camera_size and letterbox.resized_hw != camera_hw:
+            letterbox = Letterbox(letterbox.resized_hw, letterbox.resized_hw, letterbox.pad_hw)
         Q, T = self.model_cfg.head.num_thing_kernels, lab.num_things
         dev = self.device
         result = panoptic_merge(torch.from_numpy(out["cls_prob"][0]).to(dev),
@@ -149,6 +159,14 @@ class VideoPanopticPipeline:
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
         semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        areas = result.areas.tolist()
+        if segment_map.shape != camera_hw:  # merged at the scaled size: label maps up, nearest
+            size = (camera_hw[1], camera_hw[0])
+            segment_map = cv2.resize(segment_map.astype(np.int32), size,
+                                     interpolation=cv2.INTER_NEAREST)
+            semantic_np = cv2.resize(semantic_np, size, interpolation=cv2.INTER_NEAREST)
+            areas = np.bincount(segment_map.ravel(), minlength=result.num_segments + 1)[1:]
+            areas = areas.tolist()
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -171,7 +189,7 @@ class VideoPanopticPipeline:
                     area=int(area), track_id=int(track_ids[i]))
             for i, (label, is_thing, score, kernel, area) in enumerate(zip(
                 result.labels.tolist(), result.is_thing.tolist(), result.scores.tolist(),
-                result.kernels.tolist(), result.areas.tolist()))
+                result.kernels.tolist(), areas))
         ]
         t4 = time.perf_counter()
         self.last_timings = {"preprocess": t1 - t0, "network": t2 - t1, "merge": t3 - t2,
