@@ -145,7 +145,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from vknet_core.cli import run_cli
+
     a = parse_args(argv)
+    return run_cli("qos_ros.py", lambda: run(a))
+
+
+def run(a: argparse.Namespace) -> int:
     if a.role == "publisher":
         (w, h), = a.sizes
         publish(h, w, a.rate, a.seconds, a.pub)
