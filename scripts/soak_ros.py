@@ -239,7 +239,8 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
         "node_frames_processed": int(d.get("frames_processed", -1)),
         "node_frames_dropped": int(d.get("frames_dropped", -1)),
         "node_frames_failed": int(d.get("frames_failed", -1)),
-        "lost_in_transport": sent - int(d.get("frames_received", sent)),
+        # depth-1 input: replaced in the node's DDS reader before its executor took them
+        "replaced_in_dds_queue": sent - int(d.get("frames_received", sent)),
         "rss_start_mib": float(rs[0]), "rss_end_mib": float(rss_end),
         "rss_slope_mib_per_h": slope, "rss_peak_mib": float(peak),
         "label_divisor": chk.divisor, "max_track_id": chk.max_id,
@@ -278,8 +279,8 @@ def run(a: argparse.Namespace) -> int:
           f"sent {r['frames_sent']}, outputs {r['outputs']} ({r['output_rate_hz']:.1f}/s)")
     print(f"  node: received {r['node_frames_received']}, processed "
           f"{r['node_frames_processed']}, dropped (latest-frame slot) "
-          f"{r['node_frames_dropped']}, failed {r['node_frames_failed']}; lost in transport "
-          f"{r['lost_in_transport']}")
+          f"{r['node_frames_dropped']}, failed {r['node_frames_failed']}; replaced in the DDS "
+          f"queue (depth 1) before the callback {r['replaced_in_dds_queue']}")
     print(f"  RSS start {r['rss_start_mib']:.0f} MiB, end {r['rss_end_mib']:.0f} MiB, slope "
           f"{r['rss_slope_mib_per_h']:+.1f} MiB/h, peak {r['rss_peak_mib']:.0f} MiB")
     print(f"  label_divisor {r['label_divisor']}, max track id {r['max_track_id']}, distinct ids "
