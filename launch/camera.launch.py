@@ -21,6 +21,9 @@ ARGS = (
     ("namespace", "", "namespace of the node (one per camera), e.g. cam_front"),
     ("image_topic", "image", "input sensor_msgs/Image topic (image_topic/compressed for the "
                              "compressed input)"),
+    ("camera_info_topic", "", "sensor_msgs/CameraInfo topic republished on ~/camera_info "
+                              "(empty: camera_info next to image_topic)"),
+    ("input_qos", "", "auto | sensor_data | reliable (empty: from params_file)"),
     ("backend", "", "torch | onnxruntime | tensorrt (empty: from params_file)"),
     ("model", "", "checkpoint .pt, .onnx or TensorRT engine (empty: from params_file)"),
     ("device", "", "cpu | cuda | cuda:N (empty: from params_file)"),
@@ -36,7 +39,11 @@ def _node(context, *args, **kwargs):
         get_package_share_directory("vknet_ros"), "config", "vknet.yaml")
     overrides = {k: get(k) for k in ("backend", "model", "device") if get(k)}
     overrides["use_sim_time"] = get("use_sim_time").lower() in ("true", "1", "yes")
+    if get("input_qos"):
+        overrides["input.qos"] = get("input_qos")
     image = get("image_topic")
+    info = get("camera_info_topic") or (image.rsplit("/", 1)[0] + "/camera_info"
+                                        if "/" in image else "camera_info")
     return [LifecycleNode(
         package="vknet_ros",
         executable="vknet_node",
@@ -44,7 +51,8 @@ def _node(context, *args, **kwargs):
         namespace=get("namespace"),
         output="screen",
         parameters=[params_file, overrides],
-        remappings=[("image", image), ("image/compressed", image + "/compressed")],
+        remappings=[("image", image), ("image/compressed", image + "/compressed"),
+                    ("camera_info", info)],
         arguments=["--ros-args", "--log-level", get("log_level")],
     )]
 

@@ -3,6 +3,7 @@
     python scripts/bench_ros.py                                  # tiny model, 384x1248, CPU
     python scripts/bench_ros.py --model r50.pt --device cuda --frames 50
     python scripts/bench_ros.py --backend onnxruntime --model tiny.onnx
+    python scripts/bench_ros.py --hd --frames 5     # 640x480 .. 3840x2160: latency, peak RSS
 
 1. In this process, the same frames go through ``VideoPanopticPipeline.step`` alone (backend
    time = the network step, pipeline time = preprocess + network + merge + tracker).
@@ -12,7 +13,9 @@
    before sending the next (closed loop: no frame is dropped, nothing queues).
 End-to-end = publish -> panoptic received (one monotonic clock). ROS overhead =
 e2e / pipeline - 1 (transport, conversion, encoding, publishing). The goal is <= 15 % at 384x1248.
-The last line is JSON.
+``--hd``: only step 2, in a fresh node process per camera size (640x480, 1280x720, 1920x1080,
+3840x2160, default parameters: the network size is bounded by the model's native size), with the
+node's end-to-end latency and its peak RSS (VmHWM). The last line is JSON.
 """
 from __future__ import annotations
 
@@ -61,7 +64,8 @@ def bench_pipeline(model: Path, backend: str, device: str, frames: list[np.ndarr
 
 def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray], warmup: int,
                resend_after: float = 10.0, timeout: float = 120.0,
-               input_qos: str = "reliable") -> dict[str, Any]:
+               input_qos: str = "reliable", extra_params: tuple[str, ...] = ()
+               ) -> dict[str, Any]:
     """vknet_node in its own process, closed loop over ``frames`` (after ``warmup`` frames)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -79,7 +83,8 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
     proc = subprocess.Popen(
         [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={ns}",
          "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", f"device:={device}",
-         "-p", "outputs.overlay:=false", "-p", "warmup:=false", "-p", f"input.qos:={input_qos}"],
+         "-p", "outputs.overlay:=false", "-p", "warmup:=false", "-p", f"input.qos:={input_qos}",
+         *[arg for p in extra_params for arg in ("-p", p)]],
         stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -129,6 +134,8 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
             if i >= warmup:
                 e2e.append((got[stamp] - t0) * 1e3)
         time.sleep(1.5)  # one more diagnostics period
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak_mib = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -141,7 +148,28 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
         rclpy.try_shutdown(context=ctx)
     stages = {k: float(v) for k, v in (diag[-1] if diag else {}).items()
               if k.endswith("_mean_ms") and not k.startswith("latency")}
-    return {"e2e": _stats(e2e), "node_stages_mean_ms": stages, "frames_resent": lost}
+    return {"e2e": _stats(e2e), "node_stages_mean_ms": stages, "frames_resent": lost,
+            "peak_rss_mib": peak_mib}
+
+
+HD_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (720, 1280), (1080, 1920), (2160, 3840))
+
+
+def bench_hd(model: Path, backend: str = "torch", device: str = "cpu", frames: int = 5,
+             warmup: int = 1) -> list[dict[str, Any]]:
+    """The node at each camera size in ``HD_SIZES`` (fresh process each): e2e and peak RSS."""
+    from vknet_core.synthetic_scene import make_sequence
+
+    rows = []
+    for h, w in HD_SIZES:
+        clip = [rgb for rgb, _ in make_sequence(np.random.default_rng(3), frames, h, w)]
+        r = bench_node(model, backend, device, clip, warmup, resend_after=60.0, timeout=300.0)
+        rows.append({"size": [h, w], "e2e_ms": r["e2e"], "peak_rss_mib": r["peak_rss_mib"],
+                     "node_stages_mean_ms": r["node_stages_mean_ms"]})
+        print(f"  {w}x{h}: e2e {r['e2e']['mean']:.0f} ms (p50 {r['e2e']['p50']:.0f}), peak RSS "
+              f"{r['peak_rss_mib']:.0f} MiB; node stages " + ", ".join(
+                  f"{k[:-8]} {v:.0f}" for k, v in r["node_stages_mean_ms"].items()), flush=True)
+    return rows
 
 
 def bench_ros(model: Path, backend: str = "torch", device: str = "cpu", height: int = 384,
@@ -177,6 +205,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=30, help="measured frames")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured frames first")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.add_argument("--hd", action="store_true", help="camera sizes 640x480 .. 3840x2160 "
+                                                     "through the node: latency and peak RSS")
     return p.parse_args(argv)
 
 
@@ -185,6 +215,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not a.model.is_file():
         print(f"bench_ros: model file not found: {a.model} (pass --model)")
         return 2
+    if a.hd:
+        print(f"vknet_node {a.backend}/{a.device}, {a.frames} frames per size, closed loop:")
+        rows = bench_hd(a.model, a.backend, a.device, a.frames, a.warmup)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=2))
+        print(json.dumps(rows))
+        return 0
     r = bench_ros(a.model, a.backend, a.device, a.height, a.width, a.frames, a.warmup)
     print(f"vknet_node {a.backend}/{a.device} at {a.width}x{a.height}, {a.frames} frames:")
     print(f"  backend alone      {r['backend_ms']['mean']:8.1f} ms  (p95 {r['backend_ms']['p95']:.1f})")

@@ -7,7 +7,10 @@ with the fields of ``sensor_msgs/Image`` (``height``, ``width``, ``encoding``, `
 frame decodes to the same pixels whichever way it arrived.
 
 Input: raw encodings in ``SUPPORTED_ENCODINGS`` (any row padding ``step``, either byte order) or
-compressed jpeg/png -> uint8 RGB ``[H, W, 3]``.
+compressed jpeg/png -> uint8 RGB ``[H, W, 3]``. Packed YUV (``yuv422`` = UYVY,
+``yuv422_yuy2`` = YUYV), ``nv21`` (Y plane of ``height`` rows, then ``height / 2`` rows of
+interleaved V/U) and Bayer mosaics go through OpenCV's ``cvtColor`` with the codes cv_bridge uses;
+16-bit colour (``rgb16``/``bgr16``) scales full range to full range like ``mono16``.
 Output: ``output_arrays(frame)`` -> the arrays the node publishes, ``array_fields`` -> the fields
 of an Image message for them; ``labels_doc`` -> the ``~/labels`` JSON document.
 """
@@ -36,6 +39,24 @@ def _gray_to_rgb(g: np.ndarray) -> np.ndarray:
     return np.repeat(g[:, :, None], 3, axis=2)
 
 
+def _cv(code_name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``[H, W, ch]`` -> RGB through ``cv2.cvtColor(..., cv2.<code_name>)`` (OpenCV lazily)."""
+    def convert(a: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(a if a.shape[2] > 1 else a[:, :, 0]),
+                            getattr(cv2, code_name))
+    return convert
+
+
+# OpenCV names a Bayer pattern by the second row's first two pixels: ROS bayer_rggb8 (R G / G B)
+# is COLOR_BayerBG2RGB, exactly the codes cv_bridge uses.
+_BAYER: dict[str, str] = {"bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
+                          "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB"}
+# encodings whose data holds more rows than ``height`` (planar 4:2:0): rows per image row
+_ROWS_PER_ROW: dict[str, float] = {"nv21": 1.5}
+
+
 # encoding -> (channels, dtype, function from the [H, W, ch] array to uint8 RGB [H, W, 3])
 _DECODERS: dict[str, tuple[int, type, Callable[[np.ndarray], np.ndarray]]] = {
     "rgb8": (3, np.uint8, lambda a: a),
@@ -47,6 +68,12 @@ _DECODERS: dict[str, tuple[int, type, Callable[[np.ndarray], np.ndarray]]] = {
     "8UC1": (1, np.uint8, lambda a: _gray_to_rgb(a[:, :, 0])),
     "mono16": (1, np.uint16, lambda a: _gray_to_rgb(_mono16_to_u8(a[:, :, 0]))),
     "16UC1": (1, np.uint16, lambda a: _gray_to_rgb(_mono16_to_u8(a[:, :, 0]))),
+    "rgb16": (3, np.uint16, lambda a: _mono16_to_u8(a)),
+    "bgr16": (3, np.uint16, lambda a: _mono16_to_u8(a)[:, :, ::-1]),
+    "yuv422": (2, np.uint8, _cv("COLOR_YUV2RGB_UYVY")),  # U0 Y0 V0 Y1 (ROS name for UYVY)
+    "yuv422_yuy2": (2, np.uint8, _cv("COLOR_YUV2RGB_YUY2")),  # Y0 U0 Y1 V0
+    "nv21": (1, np.uint8, _cv("COLOR_YUV2RGB_NV21")),  # Y plane, then V U interleaved
+    **{enc: (1, np.uint8, _cv(code)) for enc, code in _BAYER.items()},
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_DECODERS)
 
@@ -70,10 +97,16 @@ def _check_encoding(enc: str) -> None:
 
 
 def _rows(msg: Any, row: int) -> np.ndarray:
-    """The message's data as ``[H, row]`` uint8 without the row padding (size-checked)."""
+    """The message's data as ``[R, row]`` uint8 without the row padding (size-checked);
+    R = height, or 1.5 * height for planar 4:2:0 encodings."""
     h, w, step, enc = int(msg.height), int(msg.width), int(msg.step), msg.encoding
     if h == 0 or w == 0:
         raise ConversionError(f"empty image: {w}x{h} ({enc}); expected width and height > 0")
+    if enc in _ROWS_PER_ROW or enc in ("yuv422", "yuv422_yuy2"):
+        if w % 2 or (enc in _ROWS_PER_ROW and h % 2):
+            raise ConversionError(f"{enc} needs an even width{' and height' * (enc == 'nv21')}"
+                                  f", got {w}x{h}")
+        h = int(h * _ROWS_PER_ROW.get(enc, 1))
     if step < row:
         raise ConversionError(
             f"step {step} is smaller than width*bytes_per_pixel = {w}*{row // w} = {row} ({enc})"
@@ -90,12 +123,13 @@ def _rows(msg: Any, row: int) -> np.ndarray:
 
 
 def _view(msg: Any, dtype: type, ch: int) -> np.ndarray:
-    """``[H, W, ch]`` array of ``dtype`` in native byte order."""
+    """``[R, W, ch]`` array of ``dtype`` in native byte order (R as in ``_rows``)."""
     w = int(msg.width)
-    arr = np.ascontiguousarray(_rows(msg, w * ch * np.dtype(dtype).itemsize)).view(dtype)
+    rows = _rows(msg, w * ch * np.dtype(dtype).itemsize)
+    arr = np.ascontiguousarray(rows).view(dtype)
     if np.dtype(dtype).itemsize > 1 and bool(msg.is_bigendian) != (sys.byteorder == "big"):
         arr = arr.byteswap()
-    return arr.reshape(int(msg.height), w, ch)
+    return arr.reshape(rows.shape[0], w, ch)
 
 
 def image_to_array(msg: Any) -> np.ndarray:

@@ -12,12 +12,14 @@ Flow (DESIGN §1): preprocess -> backend.step -> panoptic merge -> boxes + track
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -26,12 +28,18 @@ from vknet_core.config import VKNetConfig
 from vknet_core.io_spec import OUTPUT_NAMES, initial_state
 from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
-from vknet_core.preprocess import PreprocessConfig, to_model_input
+from vknet_core.preprocess import Letterbox, PreprocessConfig, native_hw, to_model_input
 from vknet_core.runtime import TorchBackend
+from vknet_core.tracking.id_pool import MAX_TRACK_ID
 from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
 from vknet_core.types import PanopticFrame, Segment
 
 log = logging.getLogger(__name__)
+
+# Panoptic divisor of live outputs (PanopticFrame, the ROS topics, announced in ~/labels): track
+# ids 1..65535 fit ~/instance_ids (16UC1), and 255 * 65536 + 65535 fits ~/panoptic (int32).
+# Files in a dataset's format keep that dataset's divisor (KITTI-STEP: 1000, panoptic_io.py).
+LIVE_LABEL_DIVISOR: int = 65536
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,33 @@ class PipelineConfig:
 
     device: where merge and boxes run ("cpu", "cuda", ...); None = the backend's ``device``
     (ONNX Runtime or TensorRT on CUDA -> merge on CUDA), CPU when torch has no CUDA.
+    label_divisor: panoptic = semantic * label_divisor + track id; track ids are recycled within
+    1 .. min(label_divisor - 1, 65535) (``vknet_core.tracking.id_pool``).
+    bound_to_native: with ``preprocess.net_hw`` None and no ``preprocess.max_hw``, bound the
+    network size by the preset's native size (``preprocess.native_hw``), aspect kept.
+    merge_at_camera_size: for a frame the preprocessing scaled down, True merges with the masks
+    rescaled to the camera size (the official ``rescale_masks`` path: memory and time grow with
+    the camera's pixels, e.g. 4K); False (default) merges at the scaled size and enlarges the
+    label maps with nearest neighbour to the camera size. Frames that are not scaled down (the
+    official test sizes) give the same result either way.
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     device: Optional[str] = None
+    label_divisor: int = LIVE_LABEL_DIVISOR
+    bound_to_native: bool = True
+    merge_at_camera_size: bool = False
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.label_divisor or 255 * self.label_divisor + self.max_track_id >= 2**31:
+            raise ValueError(f"label_divisor must be >= 2 and keep 255 * divisor + id within "
+                             f"int32, got {self.label_divisor}")
+
+    @property
+    def max_track_id(self) -> int:
+        return min(self.label_divisor - 1, MAX_TRACK_ID)
 
 
 class VideoPanopticPipeline:
@@ -72,15 +101,17 @@ class VideoPanopticPipeline:
         if pre.net_hw is None and not spec.dynamic:
             pre = PreprocessConfig(net_hw=(int(spec.height), int(spec.width)),
                                    size_divisor=pre.size_divisor, pad_value=pre.pad_value)
+        if pre.net_hw is None and pre.max_hw is None and cfg.bound_to_native:
+            pre = dataclasses.replace(pre, max_hw=native_hw(model_cfg.name))
         self.preprocess_cfg = pre
-        self.tracker = QuasiDenseTracker(cfg.tracker)
+        self.tracker = QuasiDenseTracker(cfg.tracker, max_track_id=cfg.max_track_id)
         self.last_timings: dict[str, float] = {}
         self.reset()
 
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
-        """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (ids from 1)."""
+        """Start a new sequence: zero kernels, has_prev = 0, fresh tracker (id pool refilled)."""
         state = initial_state(self.backend.spec)
         self._prev_kernels, self._has_prev = state["prev_kernels"], state["has_prev"]
         self.frame_index = 0
@@ -113,6 +144,9 @@ class VideoPanopticPipeline:
         self._has_prev = np.ones((1,), np.float32)
 
         mc, lab = self.cfg.merge, self.model_cfg.labels
+        camera_hw = letterbox.orig_hw
+        if not self.cfg.merge_at_camera_size and letterbox.resized_hw != camera_hw:
+            letterbox = Letterbox(letterbox.resized_hw, letterbox.resized_hw, letterbox.pad_hw)
         Q, T = self.model_cfg.head.num_thing_kernels, lab.num_things
         dev = self.device
         result = panoptic_merge(torch.from_numpy(out["cls_prob"][0]).to(dev),
@@ -130,6 +164,14 @@ class VideoPanopticPipeline:
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
         semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        areas = result.areas.tolist()
+        if segment_map.shape != camera_hw:  # merged at the scaled size: label maps up, nearest
+            size = (camera_hw[1], camera_hw[0])
+            segment_map = cv2.resize(segment_map.astype(np.int32), size,
+                                     interpolation=cv2.INTER_NEAREST)
+            semantic_np = cv2.resize(semantic_np, size, interpolation=cv2.INTER_NEAREST)
+            areas = np.bincount(segment_map.ravel(), minlength=result.num_segments + 1)[1:]
+            areas = areas.tolist()
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -144,7 +186,7 @@ class VideoPanopticPipeline:
         self.frame_index += 1
         lut = np.concatenate([[0], track_ids]).astype(np.uint16)
         instance_ids = lut[segment_map]
-        div = lab.label_divisor
+        div = self.cfg.label_divisor
         panoptic = semantic_np.astype(np.int32) * div + instance_ids.astype(np.int32)
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
@@ -152,7 +194,7 @@ class VideoPanopticPipeline:
                     area=int(area), track_id=int(track_ids[i]))
             for i, (label, is_thing, score, kernel, area) in enumerate(zip(
                 result.labels.tolist(), result.is_thing.tolist(), result.scores.tolist(),
-                result.kernels.tolist(), result.areas.tolist()))
+                result.kernels.tolist(), areas))
         ]
         t4 = time.perf_counter()
         self.last_timings = {"preprocess": t1 - t0, "network": t2 - t1, "merge": t3 - t2,

@@ -18,6 +18,21 @@ from torch import Tensor
 
 from vknet_core.config import IMAGENET_MEAN
 
+# Native network input (H, W) of each preset family: the official test scale (video_knet.md),
+# also the default bound on the network size of the live pipeline. Unknown names -> KITTI-STEP.
+NATIVE_HW: dict[str, tuple[int, int]] = {
+    "kitti_step": (384, 1248), "cityscapes_vps": (1024, 2048), "vipseg": (736, 1280),
+}
+
+
+def native_hw(model_name: str) -> tuple[int, int]:
+    """(H, W) the preset ``model_name`` was trained and tested at (KITTI-STEP's when unknown)."""
+    for prefix, hw in NATIVE_HW.items():
+        if model_name.startswith(prefix):
+            return hw
+    return NATIVE_HW["kitti_step"]
+
+
 # Padding colour: the official pipeline pads the *normalised* image with 0, i.e. the pixel mean.
 MEAN_PAD: tuple[int, int, int] = tuple(int(round(m)) for m in IMAGENET_MEAN)  # type: ignore
 
@@ -28,6 +43,10 @@ class PreprocessConfig:
     up to a multiple of ``size_divisor`` (no resize, as the official KITTI-STEP test)."""
 
     net_hw: Optional[tuple[int, int]] = None
+    # with net_hw None: a frame larger than this (H, W) bound is first resized down, keeping its
+    # aspect, like mmdet's keep-ratio Resize: long side <= max(max_hw), short side <= min(max_hw)
+    # (a 1280x720 frame under (384, 1248) runs at 384x683, padded to 384x704). None = unbounded.
+    max_hw: Optional[tuple[int, int]] = None
     size_divisor: int = 32
     pad_value: tuple[int, int, int] = MEAN_PAD
     # False: a frame that fits inside net_hw is only padded (the official test never resizes,
@@ -79,6 +98,11 @@ def fit_size(orig_hw: tuple[int, int], cfg: PreprocessConfig) -> tuple[tuple[int
     h, w = orig_hw
     d = cfg.size_divisor
     if cfg.net_hw is None:
+        if cfg.max_hw is not None:
+            lo, hi = sorted(cfg.max_hw)
+            scale = min(1.0, hi / max(h, w), lo / min(h, w))
+            if scale < 1.0:
+                h, w = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
         return (h, w), (-(-h // d) * d, -(-w // d) * d)
     ph, pw = cfg.net_hw
     if ph % d or pw % d or ph <= 0 or pw <= 0:

@@ -46,15 +46,24 @@ _BRIDGE = _CvBridge() if _CvBridge is not None else None
 def image_to_rgb(msg: Image, use_cv_bridge: bool = HAVE_CV_BRIDGE) -> np.ndarray:
     """sensor_msgs/Image -> uint8 RGB ``[H, W, 3]`` (C-contiguous).
 
-    With ``use_cv_bridge`` (the default where cv_bridge is installed) the bridge converts; the
-    encoding and size checks are ours in both paths so errors read the same.
+    With ``use_cv_bridge`` (the default where cv_bridge is installed) the bridge converts every
+    encoding it supports, also those outside ``SUPPORTED_ENCODINGS``; for ours, the size checks
+    run first so errors read the same in both paths.
     """
     if use_cv_bridge and _BRIDGE is not None:
-        image_to_array(msg)  # our checks first: unknown encoding, empty or truncated data
+        if msg.encoding in SUPPORTED_ENCODINGS:
+            image_to_array(msg)  # our checks first: empty or truncated data, odd sizes
         try:
             rgb = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
         except Exception as e:  # the bridge raises its own CvBridgeError
+            if msg.encoding not in SUPPORTED_ENCODINGS:
+                raise ConversionError(
+                    f"unsupported image encoding {msg.encoding!r} (cv_bridge: {e}); expected "
+                    f"one cv_bridge converts or one of {list(SUPPORTED_ENCODINGS)}") from e
             raise ConversionError(f"cv_bridge could not convert {msg.encoding}: {e}") from e
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ConversionError(f"cv_bridge gave {rgb.dtype} {rgb.shape} for {msg.encoding}; "
+                                  "expected uint8 [H, W, 3]")
         return np.ascontiguousarray(rgb)
     return decode_rgb(msg)
 

@@ -105,7 +105,7 @@ def load_pipeline(params: NodeParams) -> LoadedPipeline:
     return LoadedPipeline(
         pipeline=pipeline, class_names=labels.class_names, thing_ids=labels.thing_train_ids,
         palette=[tuple(int(c) for c in palette[i]) for i in range(labels.num_classes)],
-        label_divisor=labels.label_divisor, ignore_label=labels.ignore_label,
+        label_divisor=pipeline.cfg.label_divisor, ignore_label=labels.ignore_label,
         backend_name=params.backend, model_path=path, device=params.device,
         overlay=overlay, close=pipeline.close,
     )

@@ -2,16 +2,21 @@
 
 A thin rclpy lifecycle node over the framework-free ``VideoPanopticPipeline``:
 
-  image (sensor_msgs/Image, sensor-data QoS, depth 1)  ─┐ callback stores only the latest frame
-  image/compressed (optional)                          ─┘ (a replaced frame counts as dropped)
+  image (sensor_msgs/Image, input.qos, depth 1)       ─┐ callback stores only the latest frame
+  image/compressed (optional)                          ─┘ (a replaced frame counts as dropped;
+                                                           width*height > input.max_pixels is
+                                                           rejected before decoding)
+  camera_info (optional) ─ kept by stamp; republished on ~/camera_info with each output
   worker thread: decode ─ pipeline.step ─ encode ─ publish, every output with the input header
     ~/panoptic 32SC1 · ~/instance_ids 16UC1 · ~/semantic mono8 · ~/overlay rgb8 (while subscribed)
-  ~/labels (std_msgs/String JSON, reliable + transient local) · /diagnostics (1 Hz)
+  ~/labels (std_msgs/String JSON, reliable + transient local) · /diagnostics (1 Hz, in every
+  lifecycle state; status name and hardware_id carry the fully qualified node name)
   ~/reset_tracks (std_srvs/Trigger); tracks also reset on a time jump back or a resolution change
 
-Lifecycle: configure reads parameters and creates publishers; activate loads the model and
-subscribes; deactivate unsubscribes and frees the model. ``autostart`` (default true) runs
-configure + activate at startup. A failure logs one line and leaves the node up and serving.
+Lifecycle: configure reads parameters and creates publishers; activate re-reads them (a change
+made while inactive applies here; publisher parameters are rejected while configured), loads the
+model and subscribes; deactivate unsubscribes and frees the model. ``autostart`` (default true)
+runs configure + activate at startup. A failure logs one line and leaves the node up and serving.
 """
 from __future__ import annotations
 
@@ -20,50 +25,26 @@ import threading
 import time
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vknet_ros.conversions import (ConversionError, array_to_image, compressed_to_rgb,
                                    frame_to_images, image_to_rgb, labels_to_msg)
-from vknet_ros.diagnostics import NodeStats, diagnostic_array
+from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, diagnostic_array, state_status
 from vknet_ros.loader import LoadedPipeline, load_pipeline, warmup_image
-from vknet_ros.params import AUTOSTART, NodeParams, declare_all, read_all
+from vknet_ros.params import AUTOSTART, CONFIGURE_ONLY, NodeParams, declare_all, read_all
+from vknet_ros.qos import LABELS_QOS, InputSubscriptions, output_qos
 
 NODE_NAME = "vknet_node"
 PipelineFactory = Callable[[NodeParams], LoadedPipeline]
 _THROTTLE_S = 5.0
-
-
-def input_qos(params: NodeParams) -> QoSProfile:
-    """Sensor-data QoS (best effort, volatile) or reliable, keep-last ``input.depth``."""
-    if params.input_qos == "sensor_data":
-        qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k) for k in
-                            ("reliability", "durability", "history")}, depth=params.input_depth)
-    else:
-        qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE,
-                         history=HistoryPolicy.KEEP_LAST, depth=params.input_depth)
-    return qos
-
-
-def output_qos(params: NodeParams) -> QoSProfile:
-    """Reliable, volatile, keep-last ``output.depth`` (any subscriber QoS can connect)."""
-    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                      history=HistoryPolicy.KEEP_LAST, depth=params.output_depth)
-
-
-LABELS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                        history=HistoryPolicy.KEEP_LAST, depth=1)
 
 
 def _stamp_ns(msg: Union[Image, CompressedImage]) -> int:
@@ -84,8 +65,10 @@ class VKNetNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._labels_pub: Any = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer: Any = None
-        self._subs: list[Any] = []
+        self._state, self._failure = "unconfigured", ""  # lifecycle state, last failed transition
+        self._info_pub: Any = None
+        self._infos: dict[int, CameraInfo] = {}  # stamp -> camera_info (the latest 30)
+        self._inputs: Optional[InputSubscriptions] = None
         # latest-frame slot: the callback overwrites, the worker takes
         self._slot: Optional[tuple[Union[Image, CompressedImage], float]] = None
         self._slot_lock = threading.Lock()
@@ -97,6 +80,28 @@ class VKNetNode(LifecycleNode):
         self._last_hw: Optional[tuple[int, int]] = None
         self._last_logged: dict[str, float] = {}  # message -> monotonic time (log throttle)
         self.create_service(Trigger, "~/reset_tracks", self._on_reset)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_timer = self.create_timer(
+            float(self.get_parameter("diagnostics.period").value), self._publish_diagnostics)
+
+    def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
+        """Publisher parameters are read on configure only: refuse them while configured."""
+        late = sorted(c.name for c in changes if c.name in CONFIGURE_ONLY)
+        if late and self.params is not None:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(late)} shape the publishers and are read on configure; the node is "
+                f"{self._state}: run `ros2 lifecycle set {self.get_fully_qualified_name()} "
+                "cleanup` (after deactivate), set it, then configure and activate"))
+        return SetParametersResult(successful=True)
+
+    def _fail(self, what: str, error: str) -> TransitionCallbackReturn:
+        """One error line with a true hint; the status turns ERROR with the text."""
+        fqn = self.get_fully_qualified_name()
+        self._failure = f"{what} failed: {error}"
+        self.get_logger().error(
+            f"{self._failure} (fix it with `ros2 param set {fqn} <name> <value>`, then "
+            f"`ros2 lifecycle set {fqn} {what}`: parameters are re-read on {what})")
+        return TransitionCallbackReturn.FAILURE
 
     # ------------------------------------------------------------------ lifecycle transitions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -104,14 +109,17 @@ class VKNetNode(LifecycleNode):
         try:
             self.params = read_all(self)
         except ValueError as e:
-            self.get_logger().error(f"configure failed: {e}")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail("configure", str(e))
         p = self.params
         qos_opts = QoSOverridingOptions.with_default_policies()
         for name in p.outputs + (("overlay",) if p.publish_overlay else ()):
             self._pubs[name] = self.create_lifecycle_publisher(
                 Image, f"~/{name}", output_qos(p), qos_overriding_options=qos_opts)
         self._labels_pub = self.create_lifecycle_publisher(String, "~/labels", LABELS_QOS)
+        if p.camera_info:
+            self._info_pub = self.create_lifecycle_publisher(
+                CameraInfo, "~/camera_info", output_qos(p), qos_overriding_options=qos_opts)
+        self._state, self._failure = "inactive", ""
         self.get_logger().info(
             f"configured: backend={p.backend} model={p.model_path} device={p.device} "
             f"network={p.network_hw or 'camera size'} outputs={list(self._pubs)}")
@@ -123,13 +131,15 @@ class VKNetNode(LifecycleNode):
         FAILURE (one error line; the node stays inactive and keeps serving) when the model
         cannot be loaded.
         """
-        p = self.params
-        assert p is not None, "activate before configure"
+        assert self.params is not None, "activate before configure"
+        try:  # parameters set while inactive apply now (publisher ones cannot change here)
+            self.params = p = read_all(self)
+        except ValueError as e:
+            return self._fail("activate", str(e))
         try:
             loaded = self._factory(p)
         except Exception as e:  # ModelLoadError or anything a backend raises
-            self.get_logger().error(f"activate failed: {e}")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail("activate", str(e))
         warm = warmup_image(p) if p.warmup else None
         if warm is not None:
             try:
@@ -140,9 +150,8 @@ class VKNetNode(LifecycleNode):
                                        f"{(time.perf_counter() - t0) * 1e3:.0f} ms")
             except Exception as e:
                 loaded.close()
-                self.get_logger().error(f"activate failed: warm-up inference raised "
-                                        f"{type(e).__name__}: {e}")
-                return TransitionCallbackReturn.FAILURE
+                return self._fail("activate", f"warm-up inference raised "
+                                              f"{type(e).__name__}: {e}")
         self._loaded = loaded
         self._last_stamp, self._last_hw = None, None
         ret = super().on_activate(state)  # activates the lifecycle publishers
@@ -152,48 +161,49 @@ class VKNetNode(LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
         self._worker.start()
-        qos_in = input_qos(p)
-        qos_opts = QoSOverridingOptions.with_default_policies()
-        self._subs.append(self.create_subscription(
-            Image, "image", self._on_image, qos_in, qos_overriding_options=qos_opts))
-        topics = [self.resolve_topic_name("image")]
+        wanted: list[tuple[Any, str, Callable[[Any], None]]] = [(Image, "image", self._on_image)]
         if p.subscribe_compressed:
-            self._subs.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(p),
-                qos_overriding_options=qos_opts))
-            topics.append(self.resolve_topic_name("image/compressed"))
+            wanted.append((CompressedImage, "image/compressed", self._on_image))
+        if p.camera_info:  # next to the image topic, as image_transport's CameraSubscriber
+            wanted.append((CameraInfo, "camera_info", self._on_camera_info))
+        self._inputs = InputSubscriptions(self, p, wanted)
+        self._infos = {}
+        self.stats.activated()
+        self._state, self._failure = "active", ""
+        self.destroy_timer(self._diag_timer)
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"active ({loaded.backend_name} on {loaded.device}); waiting for images on "
-            f"{', '.join(topics)} ({p.input_qos}, depth {p.input_depth}); publishing "
+            f"{', '.join(self._inputs.topics())} ({p.input_qos}, depth {p.input_depth}); "
+            "publishing "
             f"{', '.join(self.resolve_topic_name('~/' + n) for n in self._pubs)}")
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, stop the worker and free the model (and its GPU memory)."""
         self._teardown_active()
+        self._state = "inactive"
         self.get_logger().info("deactivated: model freed")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
-        for pub in list(self._pubs.values()) + [self._labels_pub]:
+        for pub in list(self._pubs.values()) + [self._labels_pub, self._info_pub]:
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._pubs, self._labels_pub, self.params = {}, None, None
+        self._pubs, self._labels_pub, self._info_pub, self.params = {}, None, None, None
+        self._state, self._failure = "unconfigured", ""
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
+        self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown_active(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        if self._inputs is not None:
+            self._inputs.destroy()
+            self._inputs = None
         self._stop.set()
         self._wake.set()
         if self._worker is not None:
@@ -211,13 +221,32 @@ class VKNetNode(LifecycleNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Union[Image, CompressedImage]) -> None:
-        """Executor thread: keep only the latest frame; never blocks on inference."""
+        """Executor thread: keep only the latest frame; never blocks on inference.
+
+        A raw frame whose header claims more than ``input.max_pixels`` is rejected here, from
+        ``width * height`` alone, before anything is decoded or allocated.
+        """
         self.stats.count("received")
+        p = self.params
+        if isinstance(msg, Image) and p is not None \
+                and int(msg.width) * int(msg.height) > p.max_pixels:
+            text = (f"dropped frame: {msg.width}x{msg.height} ({msg.encoding}) is "
+                    f"{int(msg.width) * int(msg.height)} pixels, over input.max_pixels = "
+                    f"{p.max_pixels}")
+            self.stats.error("bad_input", text)
+            self._log_once("warning", text)
+            return
         with self._slot_lock:
             if self._slot is not None:
                 self.stats.count("dropped")
             self._slot = (msg, time.perf_counter())
         self._wake.set()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._slot_lock:
+            self._infos[_stamp_ns(msg)] = msg
+            while len(self._infos) > 30:
+                del self._infos[min(self._infos)]
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
@@ -259,8 +288,13 @@ class VKNetNode(LifecycleNode):
 
     def _process(self, msg: Union[Image, CompressedImage], t_recv: float) -> None:
         t0 = time.perf_counter()
+        p = self.params
+        assert p is not None
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if rgb.shape[0] * rgb.shape[1] > p.max_pixels:  # compressed: the size is known now
+                raise ConversionError(f"{rgb.shape[1]}x{rgb.shape[0]} (compressed) is over "
+                                      f"input.max_pixels = {p.max_pixels}")
         except ConversionError as e:
             self.stats.error("bad_input", str(e))
             self._log_once("warning", f"dropped frame: {e}")
@@ -273,8 +307,6 @@ class VKNetNode(LifecycleNode):
             self._maybe_reset(loaded, msg, rgb.shape[:2])
             frame = loaded.pipeline.step(rgb)
         t2 = time.perf_counter()
-        p = self.params
-        assert p is not None
         msgs = frame_to_images(frame, msg.header, p.outputs)
         overlay_pub = self._pubs.get("overlay")
         if overlay_pub is not None and overlay_pub.get_subscription_count() > 0:
@@ -282,6 +314,12 @@ class VKNetNode(LifecycleNode):
         t3 = time.perf_counter()
         for name, out in msgs.items():
             self._pubs[name].publish(out)
+        if self._info_pub is not None:
+            with self._slot_lock:
+                info = self._infos.get(_stamp_ns(msg))
+            if info is not None:  # same stamp: the camera_info of this frame
+                info.header = msg.header
+                self._info_pub.publish(info)
         t4 = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
         self.stats.record({
@@ -307,15 +345,24 @@ class VKNetNode(LifecycleNode):
         self._last_stamp, self._last_hw = stamp, hw
 
     def _publish_diagnostics(self) -> None:
+        """One status in every lifecycle state: the node's health while active, else the state
+        and (ERROR) the last failed transition's error."""
         loaded, p = self._loaded, self.params
+        if self._inputs is not None:
+            self._inputs.poll()  # input.qos=auto: a best-effort camera appeared
+        fqn = self.get_fully_qualified_name()
+        name = f"{fqn}: video panoptic segmentation"
         info = {}
         if loaded is not None and p is not None:
             info = {"backend": loaded.backend_name, "model": loaded.model_path,
                     "device": loaded.device,
-                    "network_size": "camera" if p.network_hw is None
-                    else f"{p.network_hw[1]}x{p.network_hw[0]}"}
-        status = self.stats.to_status(f"{self.get_name()}: video panoptic segmentation",
-                                      self.get_fully_qualified_name(), info)
+                    "network_size": "camera (bounded by the native size)"
+                    if p.network_hw is None else f"{p.network_hw[1]}x{p.network_hw[0]}"}
+        if self._state == "active" and p is not None:
+            status = self.stats.to_status(name, fqn, info, DiagnosticsConfig(
+                p.diagnostics_window, p.expected_rate, p.rate_tolerance, p.stale_timeout))
+        else:
+            status = state_status(name, fqn, self._state, self._failure, info)
         self._diag_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
 
 
@@ -325,8 +372,7 @@ def autostart(node: VKNetNode) -> bool:
         node.get_logger().error("autostart: configure failed; node stays unconfigured")
         return False
     if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-        node.get_logger().error("autostart: activate failed; node stays inactive (fix the "
-                                "parameters, then: ros2 lifecycle set <node> activate)")
+        node.get_logger().error("autostart: activate failed; node stays inactive")
         return False
     return True
 

@@ -1,8 +1,10 @@
 """The node's parameters: declared once with descriptions, read once into ``NodeParams``.
 
 Algorithm code never sees ``rclpy.Parameter``: the node calls ``declare_all(node)`` in its
-constructor and ``read_all(node)`` in ``on_configure`` (a changed parameter takes effect on the next
-configure, e.g. ``cleanup`` -> ``configure`` -> ``activate``). ``config/vknet.yaml`` lists them all.
+constructor and ``read_all(node)`` in ``on_configure`` and again in ``on_activate``: a parameter
+set while the node is unconfigured or inactive takes effect on the next activate, except the
+publisher parameters (``CONFIGURE_ONLY``), whose change is rejected with the reason while the
+node is configured (``cleanup`` first). ``config/vknet.yaml`` lists them all.
 
 Merge and tracker thresholds are declared from the fields of ``vknet_core``'s ``MergeConfig`` and
 ``TrackerConfig`` (``merge.<field>``, ``tracker.<field>``) so the YAML can set any of them and the
@@ -17,7 +19,7 @@ from typing import Any, Optional
 
 from vknet_export.backends import BACKENDS  # the backend names, defined once
 
-INPUT_QOS: tuple[str, ...] = ("sensor_data", "reliable")
+INPUT_QOS: tuple[str, ...] = ("auto", "sensor_data", "reliable")
 DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "models" / "tiny_synthetic.pt"
 
 
@@ -28,17 +30,23 @@ class NodeParams:
     backend: str = "torch"  # backend: torch | onnxruntime | tensorrt
     model: str = ""  # model: checkpoint (.pt), ONNX (.onnx) or engine path; "" = shipped tiny
     device: str = "cpu"  # device: cpu | cuda | cuda:N
-    network_height: int = 0  # network.height: 0 = camera height padded to a multiple of 32
+    network_height: int = 0  # network.height: 0 = camera size, bounded by the preset's native
     network_width: int = 0  # network.width
     publish_panoptic: bool = True  # outputs.panoptic
     publish_instance_ids: bool = True  # outputs.instance_ids
     publish_semantic: bool = True  # outputs.semantic
     publish_overlay: bool = True  # outputs.overlay (computed only while someone subscribes)
     subscribe_compressed: bool = False  # input.compressed: also subscribe image/compressed
-    input_qos: str = "sensor_data"  # input.qos: sensor_data (best effort) | reliable
+    input_qos: str = "auto"  # input.qos: auto (reliable; best effort for best-effort cameras)
     input_depth: int = 1  # input.depth
+    max_pixels: int = 4096 * 4096  # input.max_pixels: larger frames are rejected before decoding
+    camera_info: bool = True  # input.camera_info: republish camera_info on ~/camera_info
     output_depth: int = 1  # output.depth (outputs are reliable, volatile)
     diagnostics_period: float = 1.0  # diagnostics.period [s]
+    diagnostics_window: float = 5.0  # diagnostics.window [s]: the rate covers this window
+    expected_rate: float = 0.0  # diagnostics.expected_rate [Hz]: 0 = not checked
+    rate_tolerance: float = 0.1  # diagnostics.rate_tolerance: WARN below (1 - tol) * expected
+    stale_timeout: float = 10.0  # diagnostics.stale_timeout [s]: no frame -> STALE
     warmup: bool = True  # warmup: one dummy inference on activate (steady first-frame latency)
     merge: tuple[tuple[str, Any], ...] = ()  # merge.<field>: MergeConfig overrides
     tracker: tuple[tuple[str, Any], ...] = ()  # tracker.<field>: TrackerConfig overrides
@@ -79,8 +87,17 @@ class NodeParams:
         for name, v in (("input.depth", self.input_depth), ("output.depth", self.output_depth)):
             if v < 1:
                 raise ValueError(f"parameter {name}={v}; expected >= 1")
-        if self.diagnostics_period <= 0:
-            raise ValueError(f"parameter diagnostics.period={self.diagnostics_period}; expected > 0")
+        for name, v in (("diagnostics.period", self.diagnostics_period),
+                        ("diagnostics.window", self.diagnostics_window),
+                        ("diagnostics.stale_timeout", self.stale_timeout)):
+            if v <= 0:
+                raise ValueError(f"parameter {name}={v}; expected > 0")
+        if self.expected_rate < 0 or not 0 <= self.rate_tolerance < 1:
+            raise ValueError(f"parameters diagnostics.expected_rate={self.expected_rate} and "
+                             f"diagnostics.rate_tolerance={self.rate_tolerance}; expected >= 0 "
+                             "and in [0, 1)")
+        if self.max_pixels < 1:
+            raise ValueError(f"parameter input.max_pixels={self.max_pixels}; expected >= 1")
         return self
 
 
@@ -91,7 +108,8 @@ _SCALARS: dict[str, tuple[str, str]] = {
                        "engine; empty = the shipped tiny model"),
     "device": ("device", "cpu, cuda or cuda:N"),
     "network.height": ("network_height", "network input height (multiple of 32); 0 = camera "
-                                         "height padded to a multiple of 32"),
+                                         "size scaled down, aspect kept, to fit the model's "
+                                         "native size (KITTI-STEP 384x1248), padded to 32"),
     "network.width": ("network_width", "network input width (multiple of 32); 0 = camera width"),
     "outputs.panoptic": ("publish_panoptic", "publish ~/panoptic (32SC1)"),
     "outputs.instance_ids": ("publish_instance_ids", "publish ~/instance_ids (16UC1)"),
@@ -99,13 +117,30 @@ _SCALARS: dict[str, tuple[str, str]] = {
     "outputs.overlay": ("publish_overlay", "publish ~/overlay (rgb8) while it has subscribers"),
     "input.compressed": ("subscribe_compressed", "also subscribe image/compressed "
                                                  "(sensor_msgs/CompressedImage)"),
-    "input.qos": ("input_qos", "input QoS: sensor_data (best effort) | reliable"),
+    "input.qos": ("input_qos", "input QoS: auto (reliable, switching to best effort when a "
+                               "best-effort camera appears) | sensor_data (best effort) | "
+                               "reliable"),
     "input.depth": ("input_depth", "input QoS history depth"),
+    "input.max_pixels": ("max_pixels", "frames with width*height above this are rejected "
+                                       "(one log line) before decoding"),
+    "input.camera_info": ("camera_info", "subscribe camera_info (next to image) and republish "
+                                         "the one with the frame's stamp on ~/camera_info"),
     "output.depth": ("output_depth", "output QoS history depth (reliable, volatile)"),
     "diagnostics.period": ("diagnostics_period", "seconds between /diagnostics messages"),
+    "diagnostics.window": ("diagnostics_window", "seconds the reported rate covers"),
+    "diagnostics.expected_rate": ("expected_rate", "expected processed frames per second; "
+                                                   "WARN below it (0 = not checked)"),
+    "diagnostics.rate_tolerance": ("rate_tolerance", "WARN below (1 - tolerance) * "
+                                                     "expected_rate"),
+    "diagnostics.stale_timeout": ("stale_timeout", "seconds without a processed frame "
+                                                   "before the status goes STALE"),
     "warmup": ("warmup", "run one dummy frame on activate"),
 }
 AUTOSTART = "autostart"
+# read only on configure (they shape the publishers): rejected while the node is configured
+CONFIGURE_ONLY: frozenset[str] = frozenset({"outputs.panoptic", "outputs.instance_ids",
+                                            "outputs.semantic", "outputs.overlay",
+                                            "output.depth"})
 # parity-only switches of the core configs that a deployed node must not expose
 _HIDDEN: frozenset[str] = frozenset({"void_as_road", "official_paint_order", "semantic_filter_crop"})  # read by main(): configure + activate at startup
 

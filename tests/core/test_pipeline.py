@@ -90,8 +90,8 @@ def test_scripted_sequence_ids_follow_objects_and_state_round_trips():
             assert frame.semantic[y, x] == 11  # person train id
             ids[name].add(int(frame.instance_ids[y, x]))
         assert frame.semantic[2, 2] == 0 and frame.instance_ids[2, 2] == 0  # road, stuff
-        np.testing.assert_array_equal(frame.panoptic, frame.semantic.astype(np.int32) * 1000
-                                      + frame.instance_ids)
+        np.testing.assert_array_equal(frame.panoptic, frame.semantic.astype(np.int32)
+                                      * frame.label_divisor + frame.instance_ids)
         things = [s for s in frame.segments if s.is_thing]
         assert sorted(s.track_id for s in things) == [1, 2]
         for s in frame.segments:
@@ -129,7 +129,8 @@ def test_void_pixels_and_void_as_road_option():
     frame = pipe.step(np.zeros((120, 180, 3), np.uint8))
     void = frame.segment_map == 0
     assert void.any()
-    assert (frame.semantic[void] == 255).all() and (frame.panoptic[void] == 255000).all()
+    assert (frame.semantic[void] == 255).all()
+    assert (frame.panoptic[void] == 255 * frame.label_divisor).all()
     road = VideoPanopticPipeline(pipe.backend, CFG, PipelineConfig(
         merge=vknet_core.postprocess.panoptic.MergeConfig(void_as_road=True)))
     pipe.backend.t = 0
@@ -225,7 +226,7 @@ def test_pipeline_from_checkpoint_runs_and_reset_restores_frame_zero(tiny_ckpt):
     first = [pipe.step(rgb) for rgb in clip]
     for f in first:
         assert f.semantic.shape == (50, 70)
-        np.testing.assert_array_equal(f.panoptic // 1000, f.semantic)
+        np.testing.assert_array_equal(f.panoptic // f.label_divisor, f.semantic)
         assert set(np.unique(f.semantic)) <= set(range(19)) | {255}
         assert sum(s.area for s in f.segments) == int((f.segment_map > 0).sum())
     pipe.reset()

@@ -58,8 +58,10 @@ def test_every_encoding_with_row_padding(encoding, make, expect, pad):
 
 
 def test_encodings_are_all_tested():
+    camera = {"yuv422", "yuv422_yuy2", "nv21", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
+              "bayer_grbg8", "rgb16", "bgr16"}  # tests/ros/test_camera_encodings.py
     assert set(SUPPORTED_ENCODINGS) == {"rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8",
-                                        "8UC1", "mono16", "16UC1"}
+                                        "8UC1", "mono16", "16UC1"} | camera
 
 
 @pytest.mark.parametrize("bigendian", [False, True])
@@ -71,8 +73,8 @@ def test_mono16_byte_order_and_scaling(bigendian):
 
 def test_unknown_encoding_says_what_is_supported():
     msg = raw_msg(RGB, "rgb8")
-    msg.encoding = "bayer_rggb8"
-    with pytest.raises(ConversionError, match="unsupported image encoding 'bayer_rggb8'.*rgb8"):
+    msg.encoding = "bayer_rggb16"
+    with pytest.raises(ConversionError, match="unsupported image encoding 'bayer_rggb16'.*rgb8"):
         image_to_rgb(msg, use_cv_bridge=False)
 
 

@@ -2,7 +2,7 @@
 
 n detections per frame (boxes, scores, labels, E-dim embeddings), M memory entries (live
 tracklets, then the backdrops of the last frames). Plain NumPy, float32 like the official torch
-code, deterministic ids from a per-sequence counter, ``reset()`` between sequences.
+code, deterministic ids recycled by ``id_pool.IdPool``, ``reset()`` between sequences.
 
 Memory is bounded: a tracklet not updated for ``memo_tracklet_frames`` frames is deleted and only
 ``memo_backdrop_frames`` backdrop sets are kept, so M <= (tracklet frames + backdrop frames) x n.
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+from vknet_core.tracking.id_pool import MAX_TRACK_ID, IdPool
 
 MATCH_METRICS = ("bisoftmax", "softmax", "cosine")
 
@@ -104,13 +106,16 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 class QuasiDenseTracker:
     """Stateful tracker: ``update`` once per frame with detections, ``reset`` per sequence."""
 
-    def __init__(self, cfg: TrackerConfig = TrackerConfig()):
+    def __init__(self, cfg: TrackerConfig = TrackerConfig(), max_track_id: int = MAX_TRACK_ID):
         self.cfg = cfg
+        # published ids 1..max_track_id are raw ids 0..max_track_id-1, recycled (id_pool.py)
+        self.id_pool = IdPool(size=max_track_id, first=0)
         self.reset()
 
     def reset(self) -> None:
         """Forget all tracks and restart ids at 0 (a new sequence)."""
-        self.num_tracks = 0  # next id
+        self.num_tracks = 0  # tracks started in this sequence
+        self.id_pool.reset()
         # id -> {"embed": [E] f32, "label": int, "last_frame": int}; insertion order = memo order
         self.tracklets: dict[int, dict] = {}
         self.backdrops: list[tuple[np.ndarray, np.ndarray]] = []  # newest first: (embeds, labels)
@@ -211,7 +216,7 @@ class QuasiDenseTracker:
         # 3. new tracks for confident unmatched detections
         new = (ids == -1) & (s > np.float32(cfg.init_score_thr))
         k = int(new.sum())
-        ids[new] = np.arange(self.num_tracks, self.num_tracks + k)
+        ids[new] = self.id_pool.acquire(k)
         self.num_tracks += k
 
         self._update_memo(ids, b, emb, lab, frame_id)
@@ -247,5 +252,6 @@ class QuasiDenseTracker:
                  if frame_id - v["last_frame"] >= cfg.memo_tracklet_frames]
         for k in stale:
             del self.tracklets[k]
+        self.id_pool.release(stale)
         if len(self.backdrops) > cfg.memo_backdrop_frames:
             self.backdrops.pop()
