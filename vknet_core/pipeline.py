@@ -23,7 +23,7 @@ import torch
 
 from vknet_core.config import VKNetConfig
 from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
-from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
+from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_lut
 from vknet_core.preprocess import PreprocessConfig, to_model_input
 from vknet_core.runtime import Backend, TorchBackend
 from vknet_core.tracking.tracker import QuasiDenseTracker, TrackerConfig
@@ -113,18 +113,22 @@ class VideoPanopticPipeline:
         result = panoptic_merge(torch.from_numpy(out["cls_prob"][0]).to(dev),
                                 torch.from_numpy(out["mask_logits"][0]).to(dev), letterbox, Q, T,
                                 mc, upsample=self.model_cfg.head.mask_upsample_stride)
-        semantic = semantic_map(result, lab.model_to_train_id, lab.ignore_label, mc.void_as_road)
+        sem_lut = semantic_lut(result, lab.model_to_train_id, lab.ignore_label, mc.void_as_road)
         things = result.thing_segments  # [n] positions in segment order
         boxes = None
         if things.numel():
             keep = None
-            if mc.semantic_filter:
+            if mc.semantic_filter:  # wanted only on thing segments: decided there, per cell
+                is_thing = torch.zeros(result.num_segments + 1, dtype=torch.bool, device=dev)
+                is_thing[things + 1] = True
                 keep = semantic_thing_mask(torch.from_numpy(out["sem_logits"][0]).to(dev),
                                            letterbox.orig_hw, T,
-                                           letterbox if mc.semantic_filter_crop else None)
+                                           letterbox if mc.semantic_filter_crop else None,
+                                           where=is_thing[result.segment_map])
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
-        semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        sem_lut_np = sem_lut.cpu().numpy().astype(np.uint8)  # [S + 1]
+        semantic_np = sem_lut_np[segment_map]
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -140,7 +144,8 @@ class VideoPanopticPipeline:
         lut = np.concatenate([[0], track_ids]).astype(np.uint16)
         instance_ids = lut[segment_map]
         div = lab.label_divisor
-        panoptic = semantic_np.astype(np.int32) * div + instance_ids.astype(np.int32)
+        # per segment id, then one lookup per pixel (same values as the per-pixel formula)
+        panoptic = (sem_lut_np.astype(np.int32) * div + lut.astype(np.int32))[segment_map]
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
                     is_thing=bool(is_thing), score=float(score), kernel_index=int(kernel),

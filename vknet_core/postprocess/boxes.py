@@ -13,19 +13,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vknet_core.postprocess.cells import (CellGrid, any_in_cells, cell_bounds, exact_cells,
+                                          make_grid, paint_cells, reach, vector_sigmoid)
 from vknet_core.preprocess import Letterbox
 
 EMPTY_BOX: tuple[float, float, float, float] = (-1.0, -1.0, 10.0, 10.0)
 
 
 def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things: int,
-                        letterbox: Optional[Letterbox] = None) -> Tensor:
+                        letterbox: Optional[Letterbox] = None,
+                        where: Optional[Tensor] = None, cellwise: bool = True) -> Tensor:
     """[H, W] bool: pixels whose semantic arg-max is a thing class.
 
     sem_logits: Tensor[K, h, w] float. With ``letterbox`` the map goes through the padding crop
     (the correct geometry); without, it is resized straight to ``out_hw`` (the official code).
+    where: Tensor[H, W] bool or None, the pixels whose answer is wanted (e.g. thing segments);
+    cells of the logit grid holding none of them come back False. None: the whole map.
+    cellwise: False forces the whole-map path (the reference the cell-wise one equals).
+
+    With the usual letterbox (power-of-two stride, no resize) the answer is decided per logit
+    cell from bounds and computed per pixel only in the cells the bounds leave open
+    (``cells.py``), with the whole-map values; otherwise the whole map is resampled.
     """
-    x = sem_logits.float()[None]  # [1, K, h, w]
+    x = sem_logits.float()
+    grid = None
+    if cellwise and letterbox is not None and letterbox.resized_hw == letterbox.orig_hw:
+        h, w = x.shape[-2:]
+        ph = letterbox.pad_hw[0]
+        grid = make_grid((h, w), (ph // h,), letterbox.pad_hw, letterbox.orig_hw)
+    if grid is not None and tuple(out_hw) == grid.out_hw:
+        return _thing_mask_cells(x, num_things, grid, where)
+    x = x[None]  # [1, K, h, w]
     if letterbox is not None:
         x = letterbox.to_original(x)
     else:
@@ -42,6 +60,27 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     return thing.sigmoid() >= stuff.sigmoid()
 
 
+def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, where: Optional[Tensor],
+                      gap: float = 1e-6) -> Tensor:
+    """``semantic_thing_mask`` per logit cell. x: [K, h, w]. A cell is surely thing when the
+    sigmoid of its lowest thing maximum beats that of its highest stuff maximum by ``gap`` (many
+    float steps) or saturates to 1; surely not when the reverse holds; else per pixel."""
+    hc, wc = grid.cells_hw
+    a = reach(grid.factors)
+    t_hi, t_lo = (v.amax(0)[:hc, :wc] for v in cell_bounds(x[:T], a))  # [hc, wc]
+    s_hi, s_lo = (v.amax(0)[:hc, :wc] for v in cell_bounds(x[T:], a))
+    thing = (t_lo > 17.5) | (t_lo.sigmoid() - s_hi.sigmoid() > gap)  # sigmoid(17.5) == 1.0f
+    stuff = s_lo.sigmoid() - t_hi.sigmoid() > gap
+    open_ = ~thing & ~stuff
+    if where is not None:
+        wanted = any_in_cells(where, grid)
+        thing, open_ = thing & wanted, open_ & wanted
+    ys, xs = torch.nonzero(open_, as_tuple=True)
+    v = exact_cells(x[None], torch.zeros_like(ys), ys, xs, grid)  # [A, K, s, s]
+    blocks = vector_sigmoid(v[:, :T].amax(1)) >= vector_sigmoid(v[:, T:].amax(1))
+    return paint_cells(thing, ys, xs, blocks, grid)
+
+
 def segment_boxes(segment_map: Tensor, seg_ids: Tensor,
                   keep_pixels: Optional[Tensor] = None) -> Tensor:
     """Tight boxes of segments, vectorised over all pixels at once.
@@ -55,19 +94,19 @@ def segment_boxes(segment_map: Tensor, seg_ids: Tensor,
     dev = segment_map.device
     n_ids = int(segment_map.max().item()) + 1 if segment_map.numel() else 1
     n_ids = max(n_ids, int(seg_ids.max().item()) + 1 if seg_ids.numel() else 1)
-    seg = segment_map.flatten().long()
-    ys = torch.arange(H, device=dev).repeat_interleave(W)  # [H*W]
-    xs = torch.arange(W, device=dev).repeat(H)
-    if keep_pixels is not None:
-        sel = keep_pixels.flatten()
-        seg, ys, xs = seg[sel], ys[sel], xs[sel]
+    flat = segment_map.flatten()
+    if keep_pixels is not None:  # only the pixels that count: usually a small part of the frame
+        idx = torch.nonzero(keep_pixels.flatten()).flatten()
+    else:
+        idx = torch.arange(H * W, device=dev)
+    seg = flat[idx].long()
+    coords = torch.stack([idx % W, idx // W])  # [2, P] x, y
     big = H + W + 1
     lo = torch.full((2, n_ids), big, dtype=torch.long, device=dev)
     hi = torch.full((2, n_ids), -1, dtype=torch.long, device=dev)
-    coords = torch.stack([xs, ys])  # [2, P]
-    idx = seg.expand(2, -1)
-    lo.scatter_reduce_(1, idx, coords, reduce="amin")
-    hi.scatter_reduce_(1, idx, coords, reduce="amax")
+    sel = seg.expand(2, -1)
+    lo.scatter_reduce_(1, sel, coords, reduce="amin")
+    hi.scatter_reduce_(1, sel, coords, reduce="amax")
     sid = seg_ids.long().to(dev)
     boxes = torch.cat([lo[:, sid], hi[:, sid]]).t().float()  # [n, 4] x1, y1, x2, y2
     empty = hi[0, sid] < 0
