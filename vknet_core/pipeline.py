@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vknet_core.config import VKNetConfig
-from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
+from vknet_core.postprocess.boxes import segment_boxes, semantic_grid, semantic_thing_mask
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_lut
 from vknet_core.preprocess import PreprocessConfig, to_model_input
 from vknet_core.runtime import Backend, TorchBackend
@@ -119,16 +119,21 @@ class VideoPanopticPipeline:
         if things.numel():
             keep = None
             if mc.semantic_filter:  # wanted only on thing segments: decided there, per cell
+                sem = torch.from_numpy(out["sem_logits"][0]).to(dev)
+                crop = letterbox if mc.semantic_filter_crop else None
                 is_thing = torch.zeros(result.num_segments + 1, dtype=torch.bool, device=dev)
                 is_thing[things + 1] = True
-                keep = semantic_thing_mask(torch.from_numpy(out["sem_logits"][0]).to(dev),
-                                           letterbox.orig_hw, T,
-                                           letterbox if mc.semantic_filter_crop else None,
-                                           where=is_thing[result.segment_map])
+                held = result.cells_holding(is_thing)
+                sem_grid = semantic_grid(tuple(sem.shape[-2:]), crop)
+                if held is not None and held[0] == sem_grid:
+                    keep = semantic_thing_mask(sem, letterbox.orig_hw, T, crop,
+                                               where_cells=held[1])
+                else:
+                    keep = semantic_thing_mask(sem, letterbox.orig_hw, T, crop,
+                                               where=result.paint(is_thing))
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
-        sem_lut_np = sem_lut.cpu().numpy().astype(np.uint8)  # [S + 1]
-        semantic_np = sem_lut_np[segment_map]
+        semantic_np = result.paint(sem_lut.to(torch.uint8)).cpu().numpy()
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -141,11 +146,11 @@ class VideoPanopticPipeline:
             frame_id=self.frame_index)  # called on empty frames too: stale tracks expire
         track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
         self.frame_index += 1
-        lut = np.concatenate([[0], track_ids]).astype(np.uint16)
-        instance_ids = lut[segment_map]
+        lut = torch.from_numpy(np.concatenate([[0], track_ids]).astype(np.int32))
+        instance_ids = result.paint(lut.to(dev)).cpu().numpy().astype(np.uint16)
         div = lab.label_divisor
-        # per segment id, then one lookup per pixel (same values as the per-pixel formula)
-        panoptic = (sem_lut_np.astype(np.int32) * div + lut.astype(np.int32))[segment_map]
+        # per segment id, then painted (the same values as the per-pixel formula)
+        panoptic = result.paint((sem_lut.to(torch.int32).cpu() * div + lut).to(dev)).cpu().numpy()
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
                     is_thing=bool(is_thing), score=float(score), kernel_index=int(kernel),

@@ -22,7 +22,8 @@ EMPTY_BOX: tuple[float, float, float, float] = (-1.0, -1.0, 10.0, 10.0)
 
 def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things: int,
                         letterbox: Optional[Letterbox] = None,
-                        where: Optional[Tensor] = None, cellwise: bool = True) -> Tensor:
+                        where: Optional[Tensor] = None, cellwise: bool = True,
+                        where_cells: Optional[Tensor] = None) -> Tensor:
     """[H, W] bool: pixels whose semantic arg-max is a thing class.
 
     sem_logits: Tensor[K, h, w] float. With ``letterbox`` the map goes through the padding crop
@@ -30,19 +31,22 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     where: Tensor[H, W] bool or None, the pixels whose answer is wanted (e.g. thing segments);
     cells of the logit grid holding none of them come back False. None: the whole map.
     cellwise: False forces the whole-map path (the reference the cell-wise one equals).
+    where_cells: Tensor[hc, wc] bool or None, ``where`` given per cell of ``semantic_grid``
+    (cheaper when the caller knows it); ignored on the whole-map path.
 
     With the usual letterbox (power-of-two stride, no resize) the answer is decided per logit
     cell from bounds and computed per pixel only in the cells the bounds leave open
     (``cells.py``), with the whole-map values; otherwise the whole map is resampled.
     """
     x = sem_logits.float()
-    grid = None
-    if cellwise and letterbox is not None and letterbox.resized_hw == letterbox.orig_hw:
-        h, w = x.shape[-2:]
-        ph = letterbox.pad_hw[0]
-        grid = make_grid((h, w), (ph // h,), letterbox.pad_hw, letterbox.orig_hw)
+    grid = semantic_grid(tuple(x.shape[-2:]), letterbox) if cellwise else None
     if grid is not None and tuple(out_hw) == grid.out_hw:
-        return _thing_mask_cells(x, num_things, grid, where)
+        if where_cells is not None and tuple(where_cells.shape) != grid.cells_hw:
+            raise ValueError(f"where_cells must be [{grid.cells_hw[0]}, {grid.cells_hw[1]}] "
+                             f"(the semantic cell grid), got {tuple(where_cells.shape)}")
+        if where_cells is None and where is not None:
+            where_cells = any_in_cells(where, grid)
+        return _thing_mask_cells(x, num_things, grid, where_cells)
     x = x[None]  # [1, K, h, w]
     if letterbox is not None:
         x = letterbox.to_original(x)
@@ -60,7 +64,16 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     return thing.sigmoid() >= stuff.sigmoid()
 
 
-def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, where: Optional[Tensor],
+def semantic_grid(hw: tuple[int, int], letterbox: Optional[Letterbox]) -> Optional[CellGrid]:
+    """The cell grid of [h, w] semantic logits under ``letterbox`` (one resample to the padded
+    size, then the crop); None where the cell-wise path does not apply."""
+    if letterbox is None or letterbox.resized_hw != letterbox.orig_hw:
+        return None
+    h, w = int(hw[0]), int(hw[1])
+    return make_grid((h, w), (letterbox.pad_hw[0] // h,), letterbox.pad_hw, letterbox.orig_hw)
+
+
+def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor],
                       gap: float = 1e-6) -> Tensor:
     """``semantic_thing_mask`` per logit cell. x: [K, h, w]. A cell is surely thing when the
     sigmoid of its lowest thing maximum beats that of its highest stuff maximum by ``gap`` (many
@@ -72,8 +85,7 @@ def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, where: Optional[Tensor]
     thing = (t_lo > 17.5) | (t_lo.sigmoid() - s_hi.sigmoid() > gap)  # sigmoid(17.5) == 1.0f
     stuff = s_lo.sigmoid() - t_hi.sigmoid() > gap
     open_ = ~thing & ~stuff
-    if where is not None:
-        wanted = any_in_cells(where, grid)
+    if wanted is not None:  # [hc, wc] bool
         thing, open_ = thing & wanted, open_ & wanted
     ys, xs = torch.nonzero(open_, as_tuple=True)
     v = exact_cells(x[None], torch.zeros_like(ys), ys, xs, grid)  # [A, K, s, s]

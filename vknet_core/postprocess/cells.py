@@ -176,7 +176,8 @@ def exact_cells(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGr
     for oy in range(3):
         sel = torch.nonzero(~edge & (cy - y0 == oy)).flatten()
         if sel.numel():
-            out[sel] = _strip(maps, rows[sel], y0[sel], cx[sel], oy, grid, sigmoid_after)
+            order, block = _strip(maps, rows[sel], y0[sel], cx[sel], oy, grid, sigmoid_after)
+            out[sel[order]] = block
     return out
 
 
@@ -199,12 +200,13 @@ def _windows(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
 
 
 def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: CellGrid,
-           sigmoid_after: Optional[int]) -> Tensor:
+           sigmoid_after: Optional[int]) -> tuple[Tensor, Tensor]:
     """``exact_cells`` for cells off the left/right border whose window starts ``oy`` rows above
     them. Runs of adjacent cells share one window of logit rows y0..y0+2; their windows lie side
     by side in one [C, 3, width] image. A value only depends on sources strictly inside its own
     window (or clamped at the map's top/bottom, which the strip's own edges reproduce), so the
-    neighbours in the strip change only values that are thrown away. [B, C, s, s]."""
+    neighbours in the strip change only values that are thrown away. Returns (order [B], the
+    values [B, C, s, s] of cells ``order``)."""
     C, h, w = maps.shape[1:]
     s, dev = grid.s, maps.device
     order = torch.argsort((rows * h + y0) * w + cx)
@@ -224,9 +226,11 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
         return col_run, torch.arange(int(width.sum()), device=dev) - off[col_run], off
 
     col_run, col, off = tiles(length + 2)  # logit columns x_first - 1 .. x_last + 1
-    xs = x[first][col_run] - 1 + col
+    xs = x[first][col_run] - 1 + col  # [width]
     ys = y[first][col_run][None, :] + torch.arange(3, device=dev)[:, None]  # [3, width]
-    v = maps[r[first][col_run][None, :], :, ys, xs[None, :]].permute(2, 0, 1)[None]
+    flat = ((r[first][col_run] * C)[None, None, :] + torch.arange(C, device=dev)[:, None, None]
+            ) * (h * w) + ys[None] * w + xs  # [C, 3, width] into maps.flatten()
+    v = maps.reshape(-1).index_select(0, flat.flatten()).view(1, *flat.shape)
     f1 = grid.factors[0]
     if f1 != 1:
         v = F.interpolate(v, scale_factor=f1, mode="bilinear", align_corners=False)
@@ -239,7 +243,7 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
         # columns f1 - 1 .. (length + 1) * f1 of each tile (clamped at the map's top/bottom)
         lo, hi = max(0, oy * f1 - 1), min(3 * f1 - 1, oy * f1 + f1)
         col_run2, col2, off2 = tiles(length * f1 + 2)
-        v = v[:, :, lo:hi + 1, off[col_run2] * f1 + f1 - 1 + col2]
+        v = v[:, :, lo:hi + 1].index_select(3, off[col_run2] * f1 + f1 - 1 + col2)
         if sigmoid_after == 0:
             v = vector_sigmoid(v)
         f2 = grid.factors[1]
@@ -247,7 +251,5 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
             v = F.interpolate(v, scale_factor=f2, mode="bilinear", align_corners=False)
         row0, col0, tile_off = oy * s - lo * f2, f2, off2 * f2
     cols = (tile_off[run] + col0 + pos * s)[:, None] + torch.arange(s, device=dev)  # [B, s]
-    block = v[0, :, row0:row0 + s][:, :, cols]  # [C, s, B, s]
-    out = torch.empty((B, C, s, s), dtype=v.dtype, device=dev)
-    out[order] = block.permute(2, 0, 1, 3)
-    return out
+    block = v[0, :, row0:row0 + s].index_select(2, cols.flatten())  # [C, s, B * s]
+    return order, block.view(C, s, B, s).permute(2, 0, 1, 3)

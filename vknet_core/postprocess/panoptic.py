@@ -61,6 +61,8 @@ class MergeResult:
     kernels: Tensor
     ranks: Tensor
     areas: Tensor
+    owners: Optional[CellOwners] = None  # the cell-wise owners, when the merge was cell-wise
+    row_segment: Optional[Tensor] = None  # [R] int32 segment id of each owner row (0: void)
 
     @property
     def num_segments(self) -> int:
@@ -70,6 +72,24 @@ class MergeResult:
     def thing_segments(self) -> Tensor:
         """[n] int64 positions (0-based) of the thing segments, in segment order."""
         return torch.nonzero(self.is_thing).flatten()
+
+    def paint(self, lut: Tensor) -> Tensor:
+        """[H, W] ``lut[segment_map]`` for a table lut [S + 1] indexed by segment id (0: void),
+        painted from the cells in one pass when the merge was cell-wise, else gathered."""
+        if self.owners is None or self.row_segment is None:
+            return lut[self.segment_map.long()]
+        return self.owners.paint(lut[self.row_segment])
+
+    def cells_holding(self, segments: Tensor) -> Optional[tuple[CellGrid, Tensor]]:
+        """(grid, [hc, wc] bool): logit cells holding a pixel of a segment with ``segments[id]``
+        ([S + 1] bool) set; None when the merge was not cell-wise."""
+        if self.owners is None or self.row_segment is None:
+            return None
+        o = self.owners
+        row = segments[self.row_segment]  # [R] bool
+        cells = row[o.cell_owner.clamp(min=0)] & (o.cell_owner >= 0)
+        cells[o.amb_y, o.amb_x] = row[o.amb_owner].flatten(1).any(1)
+        return o.grid, cells
 
     def official_segments(self, num_things: int, num_thing_kernels: int) -> np.ndarray:
         """[S, 6] int64 rows ``id, isthing, category_id, instance_id, query_index, area`` as the
@@ -145,11 +165,9 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
         # the original area matters only for rows that own pixels and pass the score filter
         live = (row_owned > 0) & ~(is_thing[first] & (scores[first] < cfg.instance_score_thr))
         row_original = _original_for_keep(owners, rows, row_owned, live, cfg)
-        H, W = grid.out_hw
     else:
         row_owner, row_original = _owner_map(rows, scores[first], letterbox, upsample,
                                              cfg.mask_thr, cfg.chunk)
-        H, W = row_owner.shape
         row_owned = torch.bincount(row_owner.flatten(), minlength=first.numel())
     owned = torch.zeros(M, dtype=torch.long, device=scores.device)
     owned[first] = row_owned
@@ -163,13 +181,12 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     kept = order[keep[order]]  # [S] candidates in segment order
     lut = torch.zeros(M, dtype=torch.int32, device=scores.device)
     lut[kept] = torch.arange(1, kept.numel() + 1, dtype=torch.int32, device=scores.device)
-    if grid is not None:
-        segment_map = owners.paint(lut[first])
-    else:
-        segment_map = lut[first][row_owner]
+    row_segment = lut[first]  # [R]
+    segment_map = owners.paint(row_segment) if grid is not None else row_segment[row_owner]
     return MergeResult(segment_map=segment_map, is_thing=is_thing[kept], labels=labels[kept],
                        scores=scores[kept], kernels=kernels[kept], ranks=kept,
-                       areas=owned[kept])
+                       areas=owned[kept], owners=owners if grid is not None else None,
+                       row_segment=row_segment)
 
 
 def _first_occurrence(kernels: Tensor) -> Tensor:
