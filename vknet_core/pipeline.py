@@ -133,7 +133,8 @@ class VideoPanopticPipeline:
                                                where=result.paint(is_thing))
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
-        semantic_np = result.paint(sem_lut.to(torch.uint8)).cpu().numpy()
+        sem_lut_np = sem_lut.cpu().numpy()  # [S + 1] train id per segment id
+        semantic_np = np.take(sem_lut_np.astype(np.uint8), segment_map)
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -146,11 +147,11 @@ class VideoPanopticPipeline:
             frame_id=self.frame_index)  # called on empty frames too: stale tracks expire
         track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
         self.frame_index += 1
-        lut = torch.from_numpy(np.concatenate([[0], track_ids]).astype(np.int32))
-        instance_ids = result.paint(lut.to(dev)).cpu().numpy().astype(np.uint16)
+        lut = np.concatenate([[0], track_ids]).astype(np.uint16)
+        instance_ids = np.take(lut, segment_map)
         div = lab.label_divisor
-        # per segment id, then painted (the same values as the per-pixel formula)
-        panoptic = result.paint((sem_lut.to(torch.int32).cpu() * div + lut).to(dev)).cpu().numpy()
+        # per segment id, then one lookup per pixel (the same values as the per-pixel formula)
+        panoptic = np.take(sem_lut_np.astype(np.int32) * div + lut.astype(np.int32), segment_map)
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
                     is_thing=bool(is_thing), score=float(score), kernel_index=int(kernel),

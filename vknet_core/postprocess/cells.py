@@ -243,7 +243,7 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
         # columns f1 - 1 .. (length + 1) * f1 of each tile (clamped at the map's top/bottom)
         lo, hi = max(0, oy * f1 - 1), min(3 * f1 - 1, oy * f1 + f1)
         col_run2, col2, off2 = tiles(length * f1 + 2)
-        v = v[:, :, lo:hi + 1].index_select(3, off[col_run2] * f1 + f1 - 1 + col2)
+        v = _take(v, lo, hi + 1 - lo, off[col_run2] * f1 + f1 - 1 + col2)
         if sigmoid_after == 0:
             v = vector_sigmoid(v)
         f2 = grid.factors[1]
@@ -251,5 +251,14 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
             v = F.interpolate(v, scale_factor=f2, mode="bilinear", align_corners=False)
         row0, col0, tile_off = oy * s - lo * f2, f2, off2 * f2
     cols = (tile_off[run] + col0 + pos * s)[:, None] + torch.arange(s, device=dev)  # [B, s]
-    block = v[0, :, row0:row0 + s].index_select(2, cols.flatten())  # [C, s, B * s]
+    block = _take(v, row0, s, cols.flatten())  # [1, C, s, B * s]
     return order, block.view(C, s, B, s).permute(2, 0, 1, 3)
+
+
+def _take(v: Tensor, row0: int, rows: int, cols: Tensor) -> Tensor:
+    """``v[:, :, row0:row0 + rows, cols]`` for v [1, C, H, W] as one flat gather (a gather along
+    the last dimension copies one element per index otherwise): [1, C, rows, len(cols)]."""
+    C, H, W = v.shape[1:]
+    r = torch.arange(C, device=v.device)[:, None] * H + row0 + torch.arange(rows, device=v.device)
+    idx = r[:, :, None] * W + cols  # [C, rows, n]
+    return v.reshape(-1).index_select(0, idx.flatten()).view(1, *idx.shape)
