@@ -79,15 +79,20 @@ def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor
     sigmoid of its lowest thing maximum beats that of its highest stuff maximum by ``gap`` (many
     float steps) or saturates to 1; surely not when the reverse holds; else per pixel."""
     hc, wc = grid.cells_hw
+    h, w = x.shape[-2:]
     a = reach(grid.factors)
-    t_hi, t_lo = (v.amax(0)[:hc, :wc] for v in cell_bounds(x[:T], a))  # [hc, wc]
-    s_hi, s_lo = (v.amax(0)[:hc, :wc] for v in cell_bounds(x[T:], a))
-    thing = (t_lo > 17.5) | (t_lo.sigmoid() - s_hi.sigmoid() > gap)  # sigmoid(17.5) == 1.0f
-    stuff = s_lo.sigmoid() - t_hi.sigmoid() > gap
-    open_ = ~thing & ~stuff
-    if wanted is not None:  # [hc, wc] bool
-        thing, open_ = thing & wanted, open_ & wanted
-    ys, xs = torch.nonzero(open_, as_tuple=True)
+    if wanted is None:
+        wanted = torch.ones((hc, wc), dtype=torch.bool, device=x.device)
+    cy, cx = torch.nonzero(wanted, as_tuple=True)  # [n] cells whose answer is wanted
+    d = torch.arange(-1, 2, device=x.device)
+    yy, xx = (cy[:, None] + d).clamp(0, h - 1), (cx[:, None] + d).clamp(0, w - 1)  # [n, 3]
+    hi, lo = cell_bounds(x[:, yy[:, :, None], xx[:, None, :]], a, centre_only=True)  # [K, n]
+    t_hi, t_lo, s_hi, s_lo = hi[:T].amax(0), lo[:T].amax(0), hi[T:].amax(0), lo[T:].amax(0)
+    sure = (t_lo > 17.5) | (t_lo.sigmoid() - s_hi.sigmoid() > gap)  # sigmoid(17.5) == 1.0f
+    open_ = ~sure & ~(s_lo.sigmoid() - t_hi.sigmoid() > gap)  # [n]
+    thing = torch.zeros((hc, wc), dtype=torch.bool, device=x.device)
+    thing[cy[sure], cx[sure]] = True
+    ys, xs = cy[open_], cx[open_]
     v = exact_cells(x[None], torch.zeros_like(ys), ys, xs, grid)  # [A, K, s, s]
     blocks = vector_sigmoid(v[:, :T].amax(1)) >= vector_sigmoid(v[:, T:].amax(1))
     return paint_cells(thing, ys, xs, blocks, grid)

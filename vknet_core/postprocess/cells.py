@@ -117,20 +117,31 @@ def reach(factors: tuple[int, ...]) -> float:
     return 0.5 + 0.5 / f if len(factors) > 1 else 0.5 - 0.5 / f
 
 
-def cell_bounds(x: Tensor, a: float, margin: float = 1e-5) -> tuple[Tensor, Tensor]:
+def cell_bounds(x: Tensor, a: float, margin: float = 1e-5, centre_only: bool = False
+                ) -> tuple[Tensor, Tensor]:
     """[..., h, w] -> (hi, lo) [..., h, w]: bounds of every first-stage value a camera pixel of each
     cell draws on. Along each axis such a value is ``(1 - t) * centre + t * neighbour`` with
     t <= a, at most ``(1 - a) * v + a * max3(v)``; applying that per axis bounds the bilinear
-    mix. ``margin`` (relative to the magnitudes) covers the resamples' float rounding."""
+    mix. ``margin`` (relative to the magnitudes) covers the resamples' float rounding.
+    centre_only: x is [..., 3, 3] neighbourhoods (edges replicated) and the bounds [...] are
+    those of the centre cells only."""
+    if centre_only:
+        c = x[..., 1, :]  # [..., 3] centre row
+        hy = c * (1 - a) + x.amax(-2) * a  # per column, along y
+        ly = c * (1 - a) + x.amin(-2) * a
+        hi = hy[..., 1] * (1 - a) + hy.amax(-1) * a
+        lo = ly[..., 1] * (1 - a) + ly.amin(-1) * a
+        slack = (hi.abs() + lo.abs() + 1) * margin
+        return hi + slack, lo - slack
 
-    def spread(v: Tensor, dim: int, op) -> Tensor:
-        n = v.shape[dim]
-        p = torch.cat([v.narrow(dim, 0, 1), v, v.narrow(dim, n - 1, 1)], dim)  # replicate edges
-        m = op(op(p.narrow(dim, 0, n), p.narrow(dim, 1, n)), p.narrow(dim, 2, n))
-        return v * (1 - a) + m * a
+    def spread(v: Tensor, dim: int, sign: float) -> Tensor:
+        k, pad = ((3, 1), (1, 0)) if dim == -2 else ((1, 3), (0, 1))
+        flat = v.reshape(-1, *v.shape[-2:])  # max of 3 neighbours; -inf padding = the edge
+        m = F.max_pool2d(flat * sign if sign < 0 else flat, k, 1, pad).view(v.shape)
+        return v * (1 - a) + (m * sign if sign < 0 else m) * a
 
-    hi = spread(spread(x, -2, torch.maximum), -1, torch.maximum)
-    lo = spread(spread(x, -2, torch.minimum), -1, torch.minimum)
+    hi = spread(spread(x, -2, 1.0), -1, 1.0)
+    lo = spread(spread(x, -2, -1.0), -1, -1.0)
     slack = (hi.abs() + lo.abs() + 1) * margin
     return hi + slack, lo - slack
 
@@ -165,20 +176,36 @@ def exact_cells(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGr
     cells of one row side by side, one strip per window row offset, cut down to the values the
     next stage needs, so most of the work is a few large resamples.
     """
-    C, h, w = maps.shape[1:]
-    s = grid.s
-    out = maps.new_empty((rows.numel(), C, s, s))
+    perm, values = exact_cells_any_order(maps, rows, cy, cx, grid, sigmoid_after)
+    out = torch.empty_like(values)
+    out[perm] = values
+    return out
+
+
+def exact_cells_any_order(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
+                          sigmoid_after: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """``exact_cells`` without putting the values back in input order: (perm [B], values
+    [B, C, s, s]) with values[k] those of pair perm[k] (saves a copy of the values)."""
+    h, w = maps.shape[-2:]
     edge = (cx == 0) | (cx == w - 1)
     e = torch.nonzero(edge).flatten()
+    perms, parts = [], []
     if e.numel():
-        out[e] = _windows(maps, rows[e], cy[e], cx[e], grid, sigmoid_after)
+        perms.append(e)
+        parts.append(_windows(maps, rows[e], cy[e], cx[e], grid, sigmoid_after))
     y0 = (cy - 1).clamp(0, h - 3)
     for oy in range(3):
         sel = torch.nonzero(~edge & (cy - y0 == oy)).flatten()
         if sel.numel():
             order, block = _strip(maps, rows[sel], y0[sel], cx[sel], oy, grid, sigmoid_after)
-            out[sel[order]] = block
-    return out
+            perms.append(sel[order])
+            parts.append(block)
+    if not parts:
+        C, s = maps.shape[1], grid.s
+        return rows.new_zeros(0), maps.new_empty((0, C, s, s))
+    if len(parts) == 1:
+        return perms[0], parts[0]
+    return torch.cat(perms), torch.cat(parts)
 
 
 def _windows(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,

@@ -15,13 +15,13 @@ only for the rows whose keep decision the bounds leave open (``original``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from vknet_core.postprocess.cells import (CellGrid, cell_bounds, exact_cells, paint_cells,
-                                          reach)
+from vknet_core.postprocess.cells import (CellGrid, cell_bounds, exact_cells,
+                                          exact_cells_any_order, paint_cells, reach)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CellOwners:
     owned: Tensor
     p_hi: Tensor
     p_lo: Tensor
+    _bounds: dict = field(default_factory=dict)  # mask_thr -> original_bounds
 
     def paint(self, lut: Tensor) -> Tensor:
         """[H, W] ``lut[owner]`` for a per-row lookup table lut [R] (e.g. int32 segment ids)."""
@@ -48,21 +49,24 @@ class CellOwners:
         """[R] int64 exact count of pixels with prob >= mask_thr for the rows selected by ``rows``
         ([R] bool; 0 for the others), rescaling only the cells its bounds leave open.
         logits: the [R, h, w] rows given to ``resolve_owners``."""
-        lo = self.original_bounds(mask_thr)[0]
+        lo = self.original_bounds(mask_thr)[0].clone()
         grid = self.grid
         straddle = (self.p_hi >= mask_thr) & ~(self.p_lo >= mask_thr) & rows[:, None, None]
         r, cy, cx = torch.nonzero(straddle, as_tuple=True)
         p = exact_cells(logits[:, None], r, cy, cx, grid, sigmoid_after=0)[:, 0]  # [B, s, s]
         hits = ((p >= mask_thr) & grid.inside(cy, cx)).flatten(1).sum(1)
-        out = lo.clone().index_add_(0, r, hits)
+        out = lo.index_add_(0, r, hits)
         return torch.where(rows, out, torch.zeros_like(out))
 
     def original_bounds(self, mask_thr: float) -> tuple[Tensor, Tensor]:
         """([R], [R]) int64 lower and upper bounds of each row's original area."""
-        pix = self.grid.pixel_counts().to(self.p_hi.device)
-        sure = self.p_lo >= mask_thr  # [R, hc, wc]
-        maybe = self.p_hi >= mask_thr
-        return (sure * pix).flatten(1).sum(1), (maybe * pix).flatten(1).sum(1)
+        if mask_thr not in self._bounds:
+            pix = self.grid.pixel_counts().to(self.p_hi.device).flatten().float()
+            # float32 sums of pixel counts are exact: a frame has far fewer than 2^24 pixels
+            sure = (self.p_lo >= mask_thr).flatten(1).float() @ pix  # [R]
+            maybe = (self.p_hi >= mask_thr).flatten(1).float() @ pix
+            self._bounds[mask_thr] = (sure.long(), maybe.long())
+        return self._bounds[mask_thr]
 
 
 def resolve_owners(logits: Tensor, scores: Tensor, grid: CellGrid,
@@ -84,7 +88,9 @@ def resolve_owners(logits: Tensor, scores: Tensor, grid: CellGrid,
     amb_y, amb_x = torch.nonzero(ambiguous, as_tuple=True)  # [A]
     a_idx, r = torch.nonzero(cand[:, amb_y, amb_x].t(), as_tuple=True)  # [B] sorted by cell, row
     A = amb_y.numel()
-    p = exact_cells(logits[:, None], r, amb_y[a_idx], amb_x[a_idx], grid, sigmoid_after=0)
+    perm, p = exact_cells_any_order(logits[:, None], r, amb_y[a_idx], amb_x[a_idx], grid,
+                                    sigmoid_after=0)
+    a_idx, r = a_idx[perm], r[perm]
     val = p[:, 0] * scores[r].view(-1, 1, 1)  # [B, s, s], as the whole-map ``prob * score``
     idx = a_idx.view(-1, 1, 1).expand(-1, s, s)
     best = val.new_full((A, s, s), float("-inf")).scatter_reduce_(0, idx, val, "amax")
@@ -94,6 +100,6 @@ def resolve_owners(logits: Tensor, scores: Tensor, grid: CellGrid,
     pix = grid.pixel_counts().to(logits.device)
     owned = torch.zeros(R, dtype=torch.long, device=logits.device)
     owned.index_add_(0, best_row[~ambiguous], pix[~ambiguous])
-    inside = grid.inside(amb_y, amb_x)  # [A, s, s]
-    owned += torch.bincount(amb_owner[inside], minlength=R + 1)[:R]
+    counted = torch.where(grid.inside(amb_y, amb_x), amb_owner, R)  # [A, s, s]; R: cropped
+    owned += torch.bincount(counted.flatten(), minlength=R + 1)[:R]
     return CellOwners(grid, cell_owner, amb_y, amb_x, amb_owner, owned, p_hi, p_lo)
