@@ -29,6 +29,10 @@ from torch import Tensor
 
 _VEC = 16  # floats per vectorised sigmoid step (2 AVX2 vectors); chunks stay below the grain size
 _CHUNK = 32768  # at::internal::GRAIN_SIZE: smaller buffers run on one thread, fully vectorised
+# PyTorch's CPU bilinear kernel rounds differently for narrow images (outputs up to ~120 wide
+# here) than for wide ones: every resample of the cell-wise path, and of the whole map it must
+# equal, produces at least this many columns.
+MIN_OUT_W = 192
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ def make_grid(hw: tuple[int, int], factors: tuple[int, ...], pad_hw: tuple[int, 
         s *= f
     if h < 3 or w < 3 or tuple(pad_hw) != (h * s, w * s):
         return None
+    width = w
+    for f in fs:  # the whole-map resamples must be wide too (see MIN_OUT_W)
+        width *= f
+        if f != 1 and width < MIN_OUT_W:
+            return None
     if not (0 < out_hw[0] <= h * s and 0 < out_hw[1] <= w * s):
         return None
     return CellGrid(h, w, fs, (int(out_hw[0]), int(out_hw[1])))
@@ -192,7 +201,7 @@ def exact_cells_any_order(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, gr
     perms, parts = [], []
     if e.numel():
         perms.append(e)
-        parts.append(_windows(maps, rows[e], cy[e], cx[e], grid, sigmoid_after))
+        parts.append(_edges(maps, rows[e], cy[e], cx[e], grid, sigmoid_after))
     y0 = (cy - 1).clamp(0, h - 3)
     for oy in range(3):
         sel = torch.nonzero(~edge & (cy - y0 == oy)).flatten()
@@ -208,22 +217,52 @@ def exact_cells_any_order(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, gr
     return torch.cat(perms), torch.cat(parts)
 
 
-def _windows(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
-             sigmoid_after: Optional[int]) -> Tensor:
-    """``exact_cells`` for any cells, one 3 x 3 window image per cell: [B, C, s, s]."""
+def _edges(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
+           sigmoid_after: Optional[int]) -> Tensor:
+    """``exact_cells`` for cells in the first or last column: one image per cell, the logit
+    rows y0..y0+2 and enough columns from that border for the wide kernel; the border stays the
+    image border, so the resample clamps there as on the whole map. [B, C, s, s]."""
     C, h, w = maps.shape[1:]
-    s = grid.s
-    y0, x0 = (cy - 1).clamp(0, h - 3), (cx - 1).clamp(0, w - 3)
-    win = maps.unfold(2, 3, 1).unfold(3, 3, 1)  # [R, C, h-2, w-2, 3, 3] (a view)
-    v = win[rows, :, y0, x0]  # [B, C, 3, 3]
-    for i, f in enumerate(grid.factors):
-        if f != 1:  # a same-size bilinear resample is the identity
-            v = F.interpolate(v, scale_factor=f, mode="bilinear", align_corners=False)
-        if i == sigmoid_after:
+    s, dev, B = grid.s, maps.device, rows.numel()
+    out = maps.new_empty((B, C, s, s))
+    y0 = (cy - 1).clamp(0, h - 3)
+    for right in (False, True):
+        for oy in range(3):
+            sel = torch.nonzero(((cx == w - 1) == right) & (cy - y0 == oy)).flatten()
+            if sel.numel():
+                out[sel] = _edge_group(maps, rows[sel], y0[sel], oy, right, grid, sigmoid_after)
+    return out
+
+
+def _edge_group(maps: Tensor, rows: Tensor, y0: Tensor, oy: int, right: bool, grid: CellGrid,
+                sigmoid_after: Optional[int]) -> Tensor:
+    """``_edges`` for cells on one side whose window starts ``oy`` rows above: [n, C, s, s]."""
+    C, h, w = maps.shape[1:]
+    s, dev, n = grid.s, maps.device, rows.numel()
+    f1 = grid.factors[0]
+    wi = min(w, max(3, -(-MIN_OUT_W // f1)))
+    xs = torch.arange(w - wi, w, device=dev) if right else torch.arange(wi, device=dev)
+    ys = y0[:, None] + torch.arange(3, device=dev)  # [n, 3]
+    flat = (((rows * C)[:, None] + torch.arange(C, device=dev))[:, :, None, None] * h
+            + ys[:, None, :, None]) * w + xs  # [n, C, 3, wi]
+    v = maps.reshape(-1)[flat]
+    if f1 != 1:
+        v = F.interpolate(v, scale_factor=f1, mode="bilinear", align_corners=False)
+    if len(grid.factors) == 1:
+        if sigmoid_after == 0:
             v = vector_sigmoid(v)
-    n = rows.numel()
-    v = v.view(n, C, 3, s, 3, s).permute(0, 2, 4, 1, 3, 5)  # [B, 3, 3, C, s, s]
-    return v[torch.arange(n, device=v.device), cy - y0, cx - x0]
+        v = v[:, :, oy * s: oy * s + s]
+    else:
+        lo, hi = max(0, oy * f1 - 1), min(3 * f1 - 1, oy * f1 + f1)
+        f2 = grid.factors[1]
+        wc = min(wi * f1, max(f1 + 2, -(-MIN_OUT_W // f2)))
+        v = v[:, :, lo:hi + 1, -wc:] if right else v[:, :, lo:hi + 1, :wc]
+        if sigmoid_after == 0:
+            v = vector_sigmoid(v.contiguous())
+        if f2 != 1:
+            v = F.interpolate(v, scale_factor=f2, mode="bilinear", align_corners=False)
+        v = v[:, :, oy * s - lo * f2: oy * s - lo * f2 + s]
+    return v[..., -s:] if right else v[..., :s]
 
 
 def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: CellGrid,
@@ -260,7 +299,7 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
     v = maps.reshape(-1).index_select(0, flat.flatten()).view(1, *flat.shape)
     f1 = grid.factors[0]
     if f1 != 1:
-        v = F.interpolate(v, scale_factor=f1, mode="bilinear", align_corners=False)
+        v = F.interpolate(_widen(v, f1), scale_factor=f1, mode="bilinear", align_corners=False)
     if len(grid.factors) == 1:
         if sigmoid_after == 0:
             v = vector_sigmoid(v)
@@ -275,11 +314,19 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
             v = vector_sigmoid(v)
         f2 = grid.factors[1]
         if f2 != 1:
-            v = F.interpolate(v, scale_factor=f2, mode="bilinear", align_corners=False)
+            v = F.interpolate(_widen(v, f2), scale_factor=f2, mode="bilinear",
+                              align_corners=False)
         row0, col0, tile_off = oy * s - lo * f2, f2, off2 * f2
     cols = (tile_off[run] + col0 + pos * s)[:, None] + torch.arange(s, device=dev)  # [B, s]
     block = _take(v, row0, s, cols.flatten())  # [1, C, s, B * s]
     return order, block.view(C, s, B, s).permute(2, 0, 1, 3)
+
+
+def _widen(v: Tensor, f: int) -> Tensor:
+    """Zero columns appended to [1, C, H, W] so a x f resample is wide (``MIN_OUT_W``); they
+    only change values past the last tile, which are thrown away."""
+    extra = -(-MIN_OUT_W // f) - v.shape[-1]
+    return F.pad(v, (0, extra)) if extra > 0 else v
 
 
 def _take(v: Tensor, row0: int, rows: int, cols: Tensor) -> Tensor:

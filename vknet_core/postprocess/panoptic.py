@@ -13,7 +13,7 @@ owned pixels at 0; candidates are visited in descending score over things and st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -61,8 +61,8 @@ class MergeResult:
     kernels: Tensor
     ranks: Tensor
     areas: Tensor
-    owners: Optional[CellOwners] = None  # the cell-wise owners, when the merge was cell-wise
-    row_segment: Optional[Tensor] = None  # [R] int32 segment id of each owner row (0: void)
+    owners: Optional[CellOwners] = field(default=None, repr=False)  # when merged cell-wise
+    row_segment: Optional[Tensor] = field(default=None, repr=False)  # [R] int32 id per row
 
     @property
     def num_segments(self) -> int:
