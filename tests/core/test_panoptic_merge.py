@@ -335,7 +335,9 @@ def test_pipeline_with_the_shipped_tiny_model_equals_the_whole_map_path():
         preprocess=pre, merge=replace(MergeConfig(), windowed=False)))
     import vknet_core.pipeline as pl
 
-    whole = lambda *a, **k: semantic_thing_mask(*a[:4], cellwise=False)  # noqa: E731
+    def whole(*a, **k):
+        return semantic_thing_mask(*a[:4], cellwise=False)
+
     for rgb in frames:
         a = fast.step(rgb)
         orig, pl.semantic_thing_mask = pl.semantic_thing_mask, whole

@@ -143,14 +143,16 @@ def cell_bounds(x: Tensor, a: float, margin: float = 1e-5, centre_only: bool = F
         slack = (hi.abs() + lo.abs() + 1) * margin
         return hi + slack, lo - slack
 
-    def spread(v: Tensor, dim: int, sign: float) -> Tensor:
-        k, pad = ((3, 1), (1, 0)) if dim == -2 else ((1, 3), (0, 1))
-        flat = v.reshape(-1, *v.shape[-2:])  # max of 3 neighbours; -inf padding = the edge
-        m = F.max_pool2d(flat * sign if sign < 0 else flat, k, 1, pad).view(v.shape)
-        return v * (1 - a) + (m * sign if sign < 0 else m) * a
+    def spread(v: Tensor, dim: int, op) -> Tensor:
+        n = v.shape[dim]
+        m = v.clone()  # max (min) of each value and its two neighbours; an edge has one
+        lo_, hi_ = m.narrow(dim, 1, n - 1), m.narrow(dim, 0, n - 1)
+        op(lo_, v.narrow(dim, 0, n - 1), out=lo_)
+        op(hi_, v.narrow(dim, 1, n - 1), out=hi_)
+        return m.mul_(a).add_(v, alpha=1 - a)
 
-    hi = spread(spread(x, -2, 1.0), -1, 1.0)
-    lo = spread(spread(x, -2, -1.0), -1, -1.0)
+    hi = spread(spread(x, -2, torch.maximum), -1, torch.maximum)
+    lo = spread(spread(x, -2, torch.minimum), -1, torch.minimum)
     slack = (hi.abs() + lo.abs() + 1) * margin
     return hi + slack, lo - slack
 
@@ -223,8 +225,8 @@ def _edges(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
     rows y0..y0+2 and enough columns from that border for the wide kernel; the border stays the
     image border, so the resample clamps there as on the whole map. [B, C, s, s]."""
     C, h, w = maps.shape[1:]
-    s, dev, B = grid.s, maps.device, rows.numel()
-    out = maps.new_empty((B, C, s, s))
+    s = grid.s
+    out = maps.new_empty((rows.numel(), C, s, s))
     y0 = (cy - 1).clamp(0, h - 3)
     for right in (False, True):
         for oy in range(3):
@@ -238,7 +240,7 @@ def _edge_group(maps: Tensor, rows: Tensor, y0: Tensor, oy: int, right: bool, gr
                 sigmoid_after: Optional[int]) -> Tensor:
     """``_edges`` for cells on one side whose window starts ``oy`` rows above: [n, C, s, s]."""
     C, h, w = maps.shape[1:]
-    s, dev, n = grid.s, maps.device, rows.numel()
+    s, dev = grid.s, maps.device
     f1 = grid.factors[0]
     wi = min(w, max(3, -(-MIN_OUT_W // f1)))
     xs = torch.arange(w - wi, w, device=dev) if right else torch.arange(wi, device=dev)
