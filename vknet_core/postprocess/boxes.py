@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vknet_core.postprocess.cells import (CellGrid, any_in_cells, cell_bounds, exact_cells,
-                                          make_grid, paint_cells, reach, vector_sigmoid)
+from vknet_core.postprocess.cells import (CellGrid, any_in_cells, cell_bounds,
+                                          exact_cells_any_order, make_grid, paint_cells,
+                                          reach, vector_sigmoid)
 from vknet_core.preprocess import Letterbox
 
 EMPTY_BOX: tuple[float, float, float, float] = (-1.0, -1.0, 10.0, 10.0)
@@ -93,8 +94,18 @@ def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor
     thing = torch.zeros((hc, wc), dtype=torch.bool, device=x.device)
     thing[cy[sure], cx[sure]] = True
     ys, xs = cy[open_], cx[open_]
-    v = exact_cells(x[None], torch.zeros_like(ys), ys, xs, grid)  # [A, K, s, s]
-    blocks = vector_sigmoid(v[:, :T].amax(1)) >= vector_sigmoid(v[:, T:].amax(1))
+    # only channels that can be their group's maximum somewhere in the cell are resampled:
+    # the others stay below the channel holding the group's highest lower bound
+    hi, lo = hi[:, open_], lo[:, open_]  # [K, A]
+    cand = torch.cat([hi[:T] >= lo[:T].amax(0), hi[T:] >= lo[T:].amax(0)])  # [K, A]
+    k, a = torch.nonzero(cand, as_tuple=True)  # [B] (channel, open cell) pairs
+    perm, v = exact_cells_any_order(x[:, None], k, ys[a], xs[a], grid)  # [B, 1, s, s]
+    k, a, v = k[perm], a[perm], v[:, 0]
+    s = grid.s
+    best = v.new_full((2, ys.numel(), s, s), float("-inf"))  # thing / stuff maxima per cell
+    best.view(-1, s, s).scatter_reduce_(
+        0, ((k >= T).long() * ys.numel() + a).view(-1, 1, 1).expand(-1, s, s), v, "amax")
+    blocks = vector_sigmoid(best[0]) >= vector_sigmoid(best[1])  # [A, s, s]
     return paint_cells(thing, ys, xs, blocks, grid)
 
 
