@@ -125,7 +125,8 @@ class VideoPanopticPipeline:
                 is_thing[things + 1] = True
                 held = result.cells_holding(is_thing)
                 sem_grid = semantic_grid(tuple(sem.shape[-2:]), crop)
-                if held is not None and held[0] == sem_grid:
+                if held is not None and sem_grid is not None and (held[0].s, held[0].out_hw) \
+                        == (sem_grid.s, sem_grid.out_hw):  # the same cells on both grids
                     keep = semantic_thing_mask(sem, letterbox.orig_hw, T, crop,
                                                where_cells=held[1])
                 else:
