@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vknet_core.config import VKNetConfig
-from vknet_core.postprocess.boxes import segment_boxes, semantic_grid, semantic_thing_mask
+from vknet_core.postprocess.boxes import segment_boxes, thing_segment_filter
 from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_lut
 from vknet_core.preprocess import PreprocessConfig, to_model_input
 from vknet_core.runtime import Backend, TorchBackend
@@ -118,20 +118,10 @@ class VideoPanopticPipeline:
         boxes = None
         if things.numel():
             keep = None
-            if mc.semantic_filter:  # wanted only on thing segments: decided there, per cell
-                sem = torch.from_numpy(out["sem_logits"][0]).to(dev)
-                crop = letterbox if mc.semantic_filter_crop else None
-                is_thing = torch.zeros(result.num_segments + 1, dtype=torch.bool, device=dev)
-                is_thing[things + 1] = True
-                held = result.cells_holding(is_thing)
-                sem_grid = semantic_grid(tuple(sem.shape[-2:]), crop)
-                if held is not None and sem_grid is not None and (held[0].s, held[0].out_hw) \
-                        == (sem_grid.s, sem_grid.out_hw):  # the same cells on both grids
-                    keep = semantic_thing_mask(sem, letterbox.orig_hw, T, crop,
-                                               where_cells=held[1])
-                else:
-                    keep = semantic_thing_mask(sem, letterbox.orig_hw, T, crop,
-                                               where=result.paint(is_thing))
+            if mc.semantic_filter:  # wanted only on the thing segments: decided there
+                keep = thing_segment_filter(result, torch.from_numpy(out["sem_logits"][0]).to(dev),
+                                            T, letterbox if mc.semantic_filter_crop else None,
+                                            letterbox.orig_hw)
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
         sem_lut_np = sem_lut.cpu().numpy()  # [S + 1] train id per segment id

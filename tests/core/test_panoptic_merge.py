@@ -335,16 +335,16 @@ def test_pipeline_with_the_shipped_tiny_model_equals_the_whole_map_path():
         preprocess=pre, merge=replace(MergeConfig(), windowed=False)))
     import vknet_core.pipeline as pl
 
-    def whole(*a, **k):
-        return semantic_thing_mask(*a[:4], cellwise=False)
+    def whole(result, sem, T, lb, out_hw):  # the whole-map semantic filter
+        return semantic_thing_mask(sem, out_hw, T, lb, cellwise=False)
 
     for rgb in frames:
         a = fast.step(rgb)
-        orig, pl.semantic_thing_mask = pl.semantic_thing_mask, whole
+        orig, pl.thing_segment_filter = pl.thing_segment_filter, whole
         try:
             b = slow.step(rgb)
         finally:
-            pl.semantic_thing_mask = orig
+            pl.thing_segment_filter = orig
         for f in ("segment_map", "semantic", "instance_ids", "panoptic"):
             x, y = getattr(a, f), getattr(b, f)
             assert x.dtype == y.dtype and np.array_equal(x, y), f

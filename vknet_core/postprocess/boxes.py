@@ -16,6 +16,7 @@ from torch import Tensor
 from vknet_core.postprocess.cells import (CellGrid, any_in_cells, cell_bounds,
                                           exact_cells_any_order, make_grid, paint_cells,
                                           reach, vector_sigmoid)
+from vknet_core.postprocess.panoptic import MergeResult
 from vknet_core.preprocess import Letterbox
 
 EMPTY_BOX: tuple[float, float, float, float] = (-1.0, -1.0, 10.0, 10.0)
@@ -63,6 +64,22 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     for k in range(num_things + 1, x.shape[0]):
         torch.maximum(stuff, x[k], out=stuff)
     return thing.sigmoid() >= stuff.sigmoid()
+
+
+def thing_segment_filter(result: MergeResult, sem_logits: Tensor, num_things: int,
+                         letterbox: Optional[Letterbox], out_hw: tuple[int, int]) -> Tensor:
+    """``semantic_thing_mask`` where a merge ``result`` has thing segments ([H, W] bool, False
+    in cells without any): the cells come from the cell-wise merge when both grids agree."""
+    is_thing = torch.zeros(result.num_segments + 1, dtype=torch.bool, device=sem_logits.device)
+    is_thing[result.thing_segments + 1] = True
+    held = result.cells_holding(is_thing)
+    grid = semantic_grid(tuple(sem_logits.shape[-2:]), letterbox)
+    if held is not None and grid is not None and (held[0].s, held[0].out_hw) \
+            == (grid.s, grid.out_hw):  # the same cells on both grids
+        return semantic_thing_mask(sem_logits, out_hw, num_things, letterbox,
+                                   where_cells=held[1])
+    return semantic_thing_mask(sem_logits, out_hw, num_things, letterbox,
+                               where=result.paint(is_thing))
 
 
 def semantic_grid(hw: tuple[int, int], letterbox: Optional[Letterbox]) -> Optional[CellGrid]:
