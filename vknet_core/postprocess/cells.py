@@ -11,9 +11,13 @@ camera size at the bottom/right. Two facts make a cell-wise merge exact:
 2. Resampling a 3 x 3 window of cells (clamped inside the map at the borders) gives the
    centre cell's camera values bit for bit as the whole map does: the fractional source
    positions and weights of power-of-two factors are exact, and no needed source is clamped
-   differently. ``exact_cells`` does this for a batch of (row, cell) pairs at once. The sigmoid
-   between stages runs on buffers whose every element takes PyTorch's vectorised path, as the
-   whole-map reference does (its scalar tail rounds differently in the last bit).
+   differently. ``exact_cells`` does this for a batch of (row, cell) pairs at once, with the
+   windows side by side in wide strips. Two PyTorch CPU details matter for the last bit, both
+   measured with torch 2.14.1 here: the bilinear kernel rounds images narrower than about 120
+   output columns differently from wide ones, so every resample here (and the whole map, else
+   ``make_grid`` declines) is at least ``MIN_OUT_W`` wide; and the sigmoid's scalar tail rounds
+   differently from its vectorised body, so the sigmoid between stages runs on buffers whose
+   every element takes the vectorised path, as the whole-map reference does.
 
 Shapes: R rows (kernels or channels), C channels per row, [h, w] logit cells, B (row, cell)
 pairs, s = product of the factors, (H, W) the camera size, hc x wc the cells inside the camera.
@@ -182,10 +186,10 @@ def exact_cells(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGr
     maps: [R, C, h, w] float; rows, cy, cx: [B] int64; sigmoid_after: stage index after which the
     sigmoid is applied (None: never). Returns [B, C, s, s] float32.
 
-    Cells in the first and last column are rescaled as 3 x 3 windows, one small image each (the
-    resample clamps at those borders). All others go into strips: runs of horizontally adjacent
-    cells of one row side by side, one strip per window row offset, cut down to the values the
-    next stage needs, so most of the work is a few large resamples.
+    Cells in the first and last column get one image each, anchored at that border so the
+    resample clamps there as on the whole map (``_edges``). All others go into strips: runs of
+    horizontally adjacent cells of one row side by side, one strip per window row offset, cut
+    down to the values the next stage needs, so most of the work is a few large resamples.
     """
     perm, values = exact_cells_any_order(maps, rows, cy, cx, grid, sigmoid_after)
     out = torch.empty_like(values)
