@@ -132,8 +132,8 @@ def reach(factors: tuple[int, ...]) -> float:
 
 def cell_bounds(x: Tensor, a: float, margin: float = 1e-5, centre_only: bool = False
                 ) -> tuple[Tensor, Tensor]:
-    """[..., h, w] -> (hi, lo) [..., h, w]: bounds of every first-stage value a camera pixel of each
-    cell draws on. Along each axis such a value is ``(1 - t) * centre + t * neighbour`` with
+    """[..., h, w] -> (hi, lo) [..., h, w]: bounds of every first-stage value a camera pixel of
+    each cell draws on. Along each axis such a value is ``(1 - t) * centre + t * neighbour`` with
     t <= a, at most ``(1 - a) * v + a * max3(v)``; applying that per axis bounds the bilinear
     mix. ``margin`` (relative to the magnitudes) covers the resamples' float rounding.
     centre_only: x is [..., 3, 3] neighbourhoods (edges replicated) and the bounds [...] are
