@@ -26,8 +26,8 @@ import torch
 from vknet_core.backend import Backend
 from vknet_core.config import VKNetConfig
 from vknet_core.io_spec import OUTPUT_NAMES, initial_state
-from vknet_core.postprocess.boxes import segment_boxes, semantic_thing_mask
-from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_map
+from vknet_core.postprocess.boxes import segment_boxes, thing_segment_filter
+from vknet_core.postprocess.panoptic import MergeConfig, panoptic_merge, semantic_lut
 from vknet_core.preprocess import Letterbox, PreprocessConfig, native_hw, to_model_input
 from vknet_core.runtime import TorchBackend
 from vknet_core.tracking.id_pool import MAX_TRACK_ID
@@ -152,26 +152,26 @@ class VideoPanopticPipeline:
         result = panoptic_merge(torch.from_numpy(out["cls_prob"][0]).to(dev),
                                 torch.from_numpy(out["mask_logits"][0]).to(dev), letterbox, Q, T,
                                 mc, upsample=self.model_cfg.head.mask_upsample_stride)
-        semantic = semantic_map(result, lab.model_to_train_id, lab.ignore_label, mc.void_as_road)
+        sem_lut = semantic_lut(result, lab.model_to_train_id, lab.ignore_label, mc.void_as_road)
         things = result.thing_segments  # [n] positions in segment order
         boxes = None
         if things.numel():
             keep = None
-            if mc.semantic_filter:
-                keep = semantic_thing_mask(torch.from_numpy(out["sem_logits"][0]).to(dev),
-                                           letterbox.orig_hw, T,
-                                           letterbox if mc.semantic_filter_crop else None)
+            if mc.semantic_filter:  # wanted only on the thing segments: decided there
+                keep = thing_segment_filter(result, torch.from_numpy(out["sem_logits"][0]).to(dev),
+                                            T, letterbox if mc.semantic_filter_crop else None,
+                                            letterbox.orig_hw)
             boxes = segment_boxes(result.segment_map, things + 1, keep)
         segment_map = result.segment_map.cpu().numpy()
-        semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        sem_lut_np = sem_lut.cpu().numpy().astype(np.uint8)  # [S + 1] train id per segment id
         areas = result.areas.tolist()
         if segment_map.shape != camera_hw:  # merged at the scaled size: label maps up, nearest
             size = (camera_hw[1], camera_hw[0])
             segment_map = cv2.resize(segment_map.astype(np.int32), size,
                                      interpolation=cv2.INTER_NEAREST)
-            semantic_np = cv2.resize(semantic_np, size, interpolation=cv2.INTER_NEAREST)
             areas = np.bincount(segment_map.ravel(), minlength=result.num_segments + 1)[1:]
             areas = areas.tolist()
+        semantic_np = np.take(sem_lut_np, segment_map)
         t3 = time.perf_counter()
 
         track_ids = np.zeros(result.num_segments, np.int64)
@@ -185,9 +185,10 @@ class VideoPanopticPipeline:
         track_ids[th] = res.track_ids(self.cfg.tracker.official_paint_order)
         self.frame_index += 1
         lut = np.concatenate([[0], track_ids]).astype(np.uint16)
-        instance_ids = lut[segment_map]
+        instance_ids = np.take(lut, segment_map)
         div = self.cfg.label_divisor
-        panoptic = semantic_np.astype(np.int32) * div + instance_ids.astype(np.int32)
+        # per segment id, then one lookup per pixel (the same values as the per-pixel formula)
+        panoptic = np.take(sem_lut_np.astype(np.int32) * div + lut.astype(np.int32), segment_map)
         segments = [
             Segment(id=i + 1, train_id=int(lab.model_to_train_id[int(label)]),
                     is_thing=bool(is_thing), score=float(score), kernel_index=int(kernel),

@@ -198,7 +198,7 @@ def test_windowed_rescale_equals_the_whole_map_path(seed):
     from vknet_core.preprocess import Letterbox
 
     g = torch.Generator().manual_seed(seed)
-    Q, T, K, h, w = 20, 2, 19, 12, 32
+    Q, T, K, h, w = 20, 2, 19, 12, 48  # wide enough for the cell-wise path (cells.MIN_OUT_W)
     N = Q + K - T
     cls = torch.rand(N, K, generator=g) ** 3
     yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
@@ -206,11 +206,147 @@ def test_windowed_rescale_equals_the_whole_map_path(seed):
     rad = 1 + torch.rand(N, 1, 1, generator=g) * 6
     logits = 8 - 8 * ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() / rad  # blobs with soft edges
     logits = logits + torch.randn(N, h, w, generator=g)
-    for lb in (Letterbox((90, 250), (90, 250), (96, 256)), Letterbox.identity((96, 256)), None):
+    for lb in (Letterbox((90, 378), (90, 378), (96, 384)), Letterbox.identity((96, 384)), None):
         a = panoptic_merge(cls, logits, lb, Q, T, MergeConfig(), upsample=4)
+        assert a.owners is not None
         b = panoptic_merge(cls, logits, lb, Q, T, replace(MergeConfig(), windowed=False),
                            upsample=4)
         assert torch.equal(a.segment_map, b.segment_map)
         for f in ("labels", "kernels", "areas", "ranks", "is_thing"):
             assert torch.equal(getattr(a, f), getattr(b, f)), f
         assert a.num_segments > 2
+
+
+# ----------------------------------------------------------------------------- cell-wise path
+
+
+def blob_logits(g, N, h, w, sharp=8.0):
+    """[N, h, w] blobs with soft edges plus noise: many cells where the winner changes."""
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    cy, cx = torch.rand(N, 1, 1, generator=g) * h, torch.rand(N, 1, 1, generator=g) * w
+    rad = 1 + torch.rand(N, 1, 1, generator=g) * 6
+    return sharp - sharp * ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() / rad \
+        + torch.randn(N, h, w, generator=g)
+
+
+def assert_same_merge(a, b):
+    assert torch.equal(a.segment_map, b.segment_map)
+    for f in ("labels", "kernels", "areas", "ranks", "is_thing", "scores"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cellwise_merge_equals_the_whole_map_path_on_random_geometries(seed):
+    """Upsample 1/2/4, pad factor 1/2/4, crops that cut cells, equal scores, duplicated and
+    saturated masks (exact ties), thresholds met exactly: the same map and segments."""
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(100 + seed)
+    up, k = (1, 2, 4)[seed % 3], (1, 2, 4)[(seed // 3) % 3]
+    Q, T, K = 12, 2, 9
+    N, h, w = Q + K - T, 5 + seed % 4, 96 + (3 * seed) % 7  # wide: see cells.MIN_OUT_W
+    cls = torch.rand(N, K, generator=g) ** 2
+    cls[Q:, T:] += torch.eye(K - T) * 0.4
+    logits = blob_logits(g, N, h, w)
+    if seed % 2:  # exact ties: a duplicated row with the same score, saturated plateaus
+        logits[3] = logits[5]
+        cls[3, 0] = cls[5, 0] = cls[3:6, :T].max() + 0.01
+        logits[Q + 1, : h // 2] = 40.0
+        logits[Q + 2, : h // 2] = 40.0
+    pad = (h * up * k, w * up * k)
+    cam = (pad[0] - (seed % 4) * 3, pad[1] - (seed % 5) * 2)
+    cfg = MergeConfig(instance_score_thr=0.2, overlap_thr=(0.6, 0.3, 0.9)[seed % 3])
+    for lb in (Letterbox(cam, cam, pad), Letterbox.identity(pad), None):
+        a = panoptic_merge(cls, logits, lb, Q, T, cfg, upsample=up)
+        b = panoptic_merge(cls, logits, lb, Q, T, replace(cfg, windowed=False), upsample=up)
+        assert a.owners is not None  # the cell-wise path ran
+        assert_same_merge(a, b)
+        assert a.num_segments >= 1
+        lut = torch.arange(a.num_segments + 1, dtype=torch.int32) * 3
+        assert torch.equal(a.paint(lut), lut[b.segment_map.long()])
+
+
+@pytest.mark.parametrize("factors,sigmoid_after", [((4, 2), 0), ((2,), None), ((8,), None),
+                                                   ((1, 2), 0), ((2, 4), 0), ((4,), 0)])
+def test_exact_cells_equal_the_whole_map_resample(factors, sigmoid_after):
+    """Cell values from windows and strips, borders and corners included, bit for bit."""
+    from vknet_core.postprocess.cells import exact_cells, make_grid
+
+    g = torch.Generator().manual_seed(len(factors) * 10 + factors[0])
+    R, C, h, w = 2, 2, 5, 100
+    maps = torch.randn(R, C, h, w, generator=g) * 6
+    s = int(np.prod(factors))
+    grid = make_grid((h, w), factors, (h * s, w * s), (h * s - 1, w * s - 3))
+    full = maps
+    for i, f in enumerate(factors):
+        if f != 1:
+            full = F.interpolate(full, scale_factor=f, mode="bilinear", align_corners=False)
+        if i == sigmoid_after:
+            full = full.sigmoid()
+    r, cy, cx = (t.flatten() for t in torch.meshgrid(torch.arange(R), torch.arange(h),
+                                                     torch.arange(w), indexing="ij"))
+    assert grid is not None
+    keep = torch.rand(r.numel(), generator=g) < 0.7  # gaps: runs of several lengths
+    r, cy, cx = r[keep], cy[keep], cx[keep]
+    got = exact_cells(maps, r, cy, cx, grid, sigmoid_after)  # [B, C, s, s]
+    want = full.view(R, C, h, s, w, s).permute(0, 2, 4, 1, 3, 5)[r, cy, cx]
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cellwise_semantic_filter_equals_the_whole_map(seed):
+    """Thing/stuff decided per cell (saturated ties included), also restricted to ``where``."""
+    g = torch.Generator().manual_seed(200 + seed)
+    K, T, h, w, s = 7, 2, 4 + seed, 97 + seed, (2, 4, 8)[seed % 3]
+    sem = torch.randn(K, h, w, generator=g) * 3
+    sem[:, : h // 2, : w // 3] = 30.0  # saturated: thing and stuff both sigmoid to 1.0
+    sem[T + 1, h // 2:, w // 2:] += 4.0
+    cam = (h * s - seed % 3, w * s - 2 * (seed % 2))
+    lb = Letterbox(cam, cam, (h * s, w * s))
+    a = semantic_thing_mask(sem, cam, T, lb)
+    b = semantic_thing_mask(sem, cam, T, lb, cellwise=False)
+    assert torch.equal(a, b) and a.any() and not a.all()
+    where = torch.rand(cam, generator=g) < 0.01
+    c = semantic_thing_mask(sem, cam, T, lb, where=where)
+    assert torch.equal(c[where], b[where])
+
+
+def test_pipeline_with_the_shipped_tiny_model_equals_the_whole_map_path():
+    """Real outputs (the shipped tiny model on synthetic street frames, letterboxed): the same
+    maps, segments and track ids with the cell-wise merge and semantic filter as without."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from vknet_core.checkpoint import load_checkpoint
+    from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
+    from vknet_core.preprocess import PreprocessConfig
+    from vknet_core.runtime import TorchBackend
+    from vknet_training.make_synthetic import make_sequence
+
+    path = Path(__file__).resolve().parents[2] / "vknet_ros" / "models" / "tiny_synthetic.pt"
+    model = load_checkpoint(path)
+    frames = [rgb for rgb, _ in make_sequence(np.random.default_rng(3), 3, 125, 380)]
+    pre = PreprocessConfig(net_hw=(128, 384))
+    from vknet_core.postprocess.panoptic import _cell_grid
+
+    assert _cell_grid((16, 48), Letterbox((125, 380), (125, 380), (128, 384)), 4) is not None
+    fast = VideoPanopticPipeline(TorchBackend(model), model.cfg, PipelineConfig(preprocess=pre))
+    slow = VideoPanopticPipeline(TorchBackend(model), model.cfg, PipelineConfig(
+        preprocess=pre, merge=replace(MergeConfig(), windowed=False)))
+    import vknet_core.pipeline as pl
+
+    def whole(result, sem, T, lb, out_hw):  # the whole-map semantic filter
+        return semantic_thing_mask(sem, out_hw, T, lb, cellwise=False)
+
+    for rgb in frames:
+        a = fast.step(rgb)
+        orig, pl.thing_segment_filter = pl.thing_segment_filter, whole
+        try:
+            b = slow.step(rgb)
+        finally:
+            pl.thing_segment_filter = orig
+        for f in ("segment_map", "semantic", "instance_ids", "panoptic"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and np.array_equal(x, y), f
+        assert a.segments == b.segments
+    assert any(s.is_thing for s in a.segments)

@@ -175,3 +175,90 @@ def test_bad_inputs_raise():
         QuasiDenseTracker().update(np.zeros((2, 4)), [0.5], [0, 0], np.zeros((2, 8)))
     with pytest.raises(ValueError, match="match_metric"):
         TrackerConfig(match_metric="iou")
+
+
+# ----------------------------------------------------------------------------- loop reference
+
+
+class LoopTracker:
+    """The official per-detection loops (dict memory, one detection at a time), for comparison
+    with the vectorised ``QuasiDenseTracker``; same config, same score function."""
+
+    def __init__(self, cfg=TrackerConfig()):
+        self.cfg, self.num_tracks, self.tracklets, self.backdrops = cfg, 0, {}, []
+        self._scores = QuasiDenseTracker(cfg)._scores
+
+    def update(self, boxes, scores, labels, embeds, frame_id):
+        cfg, n = self.cfg, len(scores)
+        order = np.argsort(-scores, kind="stable")
+        b, s = boxes[order], scores[order]
+        ious, valid, obj = box_iou(b, b), np.ones(n, bool), np.float32(cfg.obj_score_thr)
+        for i in range(1, n):
+            thr = cfg.nms_backdrop_iou_thr if s[i] < obj else cfg.nms_class_iou_thr
+            valid[i] = not (ious[i, :i] > np.float32(thr)).any()
+        src = order[valid]
+        b, s, lab, emb = boxes[src], scores[src], labels[src], embeds[src]
+        ids = np.full(len(src), -1, np.int64)
+        if len(src) and self.tracklets:
+            memo_ids = np.array(
+                list(self.tracklets) + [-1] * sum(len(x[1]) for x in self.backdrops))
+            memo_emb = np.concatenate([np.stack([t[0] for t in self.tracklets.values()])]
+                                      + [x[0] for x in self.backdrops])
+            memo_lab = np.concatenate([[t[1] for t in self.tracklets.values()]]
+                                      + [x[1] for x in self.backdrops])
+            sc = self._scores(emb, memo_emb) * (lab[:, None] == memo_lab[None, :])
+            for i in range(len(src)):
+                j = int(np.argmax(sc[i]))
+                conf, tid = sc[i, j], int(memo_ids[j])
+                if conf > np.float32(cfg.match_score_thr) and tid > -1:
+                    if s[i] > obj:
+                        ids[i] = tid
+                        sc[:i, j] = 0
+                        sc[i + 1:, j] = 0
+                    elif conf > np.float32(cfg.nms_conf_thr):
+                        ids[i] = -2
+        new = (ids == -1) & (s > np.float32(cfg.init_score_thr))
+        ids[new] = np.arange(self.num_tracks, self.num_tracks + int(new.sum()))
+        self.num_tracks += int(new.sum())
+        mom = np.float32(cfg.memo_momentum)
+        for i in np.nonzero(ids > -1)[0]:
+            old = self.tracklets.get(int(ids[i]))
+            e = emb[i] if old is None else (np.float32(1 - cfg.memo_momentum) * old[0]
+                                            + mom * emb[i]).astype(np.float32)
+            self.tracklets[int(ids[i])] = [e, int(lab[i]), frame_id]
+        back = np.nonzero(ids == -1)[0]
+        ious = box_iou(b[back], b)
+        back = back[[not (ious[r, :i] > np.float32(cfg.nms_backdrop_iou_thr)).any()
+                     for r, i in enumerate(back)]]
+        self.backdrops.insert(0, (emb[back], lab[back]))
+        for k in [k for k, v in self.tracklets.items()
+                  if frame_id - v[2] >= cfg.memo_tracklet_frames]:
+            del self.tracklets[k]
+        del self.backdrops[cfg.memo_backdrop_frames:]
+        out = np.full(n, -1, np.int64)
+        out[src] = ids
+        return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_update_equals_the_per_detection_loops(seed):
+    """Crowded random frames (duplicates, conflicts for one track, low scores, two classes,
+    objects leaving and returning): the same ids, row for row, and the same memory."""
+    rng = np.random.default_rng(seed)
+    cfg = TrackerConfig(match_metric=("bisoftmax", "softmax", "cosine")[seed % 3])
+    vec, ref = QuasiDenseTracker(cfg), LoopTracker(cfg)
+    objects = rng.normal(size=(40, 16)).astype(np.float32)
+    for frame in range(60):
+        n = int(rng.integers(0, 30))
+        who = rng.integers(0, 40 if frame % 20 < 15 else 10, n)  # some objects vanish, return
+        xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1).astype(np.float32)
+        scores = rng.uniform(0.1, 1.0, n).astype(np.float32)
+        labels = (who % 2).astype(np.int64)
+        embeds = objects[who] + rng.normal(scale=0.3, size=(n, 16)).astype(np.float32)
+        got = vec.update(boxes, scores, labels, embeds, frame)
+        np.testing.assert_array_equal(got.ids, ref.update(boxes, scores, labels, embeds, frame))
+        assert vec._ids.tolist() == list(ref.tracklets)
+        np.testing.assert_array_equal(vec._embeds, np.stack([t[0] for t in ref.tracklets.values()])
+                                      if ref.tracklets else vec._embeds)
+        assert vec.num_tracks == ref.num_tracks

@@ -13,7 +13,7 @@ owned pixels at 0; candidates are visited in descending score over things and st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vknet_core.postprocess.cells import CellGrid, make_grid
+from vknet_core.postprocess.owners import CellOwners, resolve_owners
 from vknet_core.preprocess import Letterbox
 
 
@@ -36,7 +38,7 @@ class MergeConfig:
     semantic_filter: bool = True  # tracker boxes use (segment AND semantic-thing) pixels
     semantic_filter_crop: bool = True  # False: official direct resize of the padded map
     chunk: int = 16  # masks rescaled per batch (bounds memory; results do not depend on it)
-    windowed: bool = True  # rescale each mask only where it may win or be visible (same result)
+    windowed: bool = True  # decide per logit cell, rescale only where it can change (same result)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class MergeResult:
     kernels: Tensor
     ranks: Tensor
     areas: Tensor
+    owners: Optional[CellOwners] = field(default=None, repr=False)  # when merged cell-wise
+    row_segment: Optional[Tensor] = field(default=None, repr=False)  # [R] int32 id per row
 
     @property
     def num_segments(self) -> int:
@@ -68,6 +72,24 @@ class MergeResult:
     def thing_segments(self) -> Tensor:
         """[n] int64 positions (0-based) of the thing segments, in segment order."""
         return torch.nonzero(self.is_thing).flatten()
+
+    def paint(self, lut: Tensor) -> Tensor:
+        """[H, W] ``lut[segment_map]`` for a table lut [S + 1] indexed by segment id (0: void),
+        painted from the cells in one pass when the merge was cell-wise, else gathered."""
+        if self.owners is None or self.row_segment is None:
+            return lut[self.segment_map.long()]
+        return self.owners.paint(lut[self.row_segment])
+
+    def cells_holding(self, segments: Tensor) -> Optional[tuple[CellGrid, Tensor]]:
+        """(grid, [hc, wc] bool): logit cells holding a pixel of a segment with ``segments[id]``
+        ([S + 1] bool) set; None when the merge was not cell-wise."""
+        if self.owners is None or self.row_segment is None:
+            return None
+        o = self.owners
+        row = segments[self.row_segment]  # [R] bool
+        cells = row[o.cell_owner.clamp(min=0)] & (o.cell_owner >= 0)
+        cells[o.amb_y, o.amb_x] = row[o.amb_owner].flatten(1).any(1)
+        return o.grid, cells
 
     def official_segments(self, num_things: int, num_thing_kernels: int) -> np.ndarray:
         """[S, 6] int64 rows ``id, isthing, category_id, instance_id, query_index, area`` as the
@@ -135,27 +157,23 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     # rows stay in candidate order, so ties still resolve to the lowest candidate index.
     first = _first_occurrence(kernels)  # [R] candidate indices
     rows = mask_logits.float()[kernels[first]]  # [R, h, w]
-    # Exact pruning: a row that can win no pixel owns nothing and is dropped anyway, so only
-    # rows that may win somewhere are rescaled to camera resolution (the expensive part).
-    may_win, hi = _cell_bounds(rows, scores[first])  # [R, h, w] each
-    alive = may_win.flatten(1).any(1)  # [R]
-    first, rows, may_win, hi = first[alive], rows[alive], may_win[alive], hi[alive]
-    k = _window_factor(rows.shape[-2:], letterbox, upsample) if cfg.windowed else None
-    if k is not None:
-        out_hw = letterbox.orig_hw if letterbox is not None else (
-            rows.shape[-2] * upsample, rows.shape[-1] * upsample)
-        row_owner, row_original = _owner_map_windowed(rows, scores[first], may_win, hi,
-                                                      tuple(out_hw), upsample, k, cfg.mask_thr)
+    grid = _cell_grid(rows.shape[-2:], letterbox, upsample) if cfg.windowed else None
+    is_thing = torch.arange(M, device=scores.device) < P
+    if grid is not None:
+        owners = resolve_owners(rows, scores[first], grid)
+        row_owned = owners.owned  # [R]
+        # the original area matters only for rows that own pixels and pass the score filter
+        live = (row_owned > 0) & ~(is_thing[first] & (scores[first] < cfg.instance_score_thr))
+        row_original = _original_for_keep(owners, rows, row_owned, live, cfg)
     else:
         row_owner, row_original = _owner_map(rows, scores[first], letterbox, upsample,
                                              cfg.mask_thr, cfg.chunk)
-    H, W = row_owner.shape
-    owner = first[row_owner.flatten()]  # [H*W] candidate index
-    owned = torch.bincount(owner, minlength=M)  # [M]
+        row_owned = torch.bincount(row_owner.flatten(), minlength=first.numel())
+    owned = torch.zeros(M, dtype=torch.long, device=scores.device)
+    owned[first] = row_owned
     kernel_original = torch.zeros(N, dtype=torch.long, device=scores.device)
     kernel_original[kernels[first]] = row_original
     original = kernel_original[kernels]  # [M]
-    is_thing = torch.arange(M, device=scores.device) < P
     ratio = owned.double() / original.clamp(min=1).double()  # python float division semantics
     keep = (~(is_thing & (scores < cfg.instance_score_thr)) & (owned > 0) & (original > 0)
             & ~(ratio < cfg.overlap_thr))
@@ -163,10 +181,12 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     kept = order[keep[order]]  # [S] candidates in segment order
     lut = torch.zeros(M, dtype=torch.int32, device=scores.device)
     lut[kept] = torch.arange(1, kept.numel() + 1, dtype=torch.int32, device=scores.device)
-    segment_map = lut[owner].view(H, W)
+    row_segment = lut[first]  # [R]
+    segment_map = owners.paint(row_segment) if grid is not None else row_segment[row_owner]
     return MergeResult(segment_map=segment_map, is_thing=is_thing[kept], labels=labels[kept],
                        scores=scores[kept], kernels=kernels[kept], ranks=kept,
-                       areas=owned[kept])
+                       areas=owned[kept], owners=owners if grid is not None else None,
+                       row_segment=row_segment)
 
 
 def _first_occurrence(kernels: Tensor) -> Tensor:
@@ -177,93 +197,35 @@ def _first_occurrence(kernels: Tensor) -> Tensor:
     return pos[pos < M].sort().values
 
 
-def _cell_bounds(logits: Tensor, scores: Tensor, margin: float = 1e-5
-                 ) -> tuple[Tensor, Tensor]:
-    """Per logit cell: which rows can be the arg-max of ``score * rescaled prob`` there, and an
-    upper bound of each row's rescaled prob. logits [R, h, w], scores [R] -> ([R, h, w] bool,
-    [R, h, w] float).
-
-    Every camera pixel is a chain of bilinear resamples (x upsample, to pad size, crop, to
-    camera size) of the logits, i.e. a convex combination of logits within 1.5 cells of its
-    position, and sigmoid is monotonic. So with 5x5 max/min pools, ``score * sigmoid(max)`` bounds
-    a row's value from above and ``score * sigmoid(min)`` from below at every pixel of a cell;
-    a row whose upper bound is below the best lower bound in a cell wins no pixel there. The
-    relative margin covers float rounding of the resamples, so the pruning is exact.
-    """
-    hi = _pool5(logits).sigmoid()  # [R, h, w]
-    lo = (-_pool5(-logits)).sigmoid()
-    s = scores.view(-1, 1, 1)
-    best_lo = (lo * s).max(0).values * (1 - margin)  # [h, w]
-    return (hi * s) * (1 + margin) >= best_lo, hi
-
-
-def _pool5(x: Tensor) -> Tensor:
-    """Separable 5x5 max pool (-inf padding) from shifted maxima; [R, h, w] -> [R, h, w]."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (2, 2, 2, 2), value=float("-inf"))  # [R, h+4, w+4]
-    rows = p[:, 0:h, :].clone()
-    for d in range(1, 5):
-        torch.maximum(rows, p[:, d:d + h, :], out=rows)
-    out = rows[:, :, 0:w].clone()
-    for d in range(1, 5):
-        torch.maximum(out, rows[:, :, d:d + w], out=out)
-    return out
-
-
-def _window_factor(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: int
-                   ) -> Optional[int]:
-    """k when camera pixels are exactly (logits x upsample x k) cropped at the top-left, so a
-    window of logits rescales to the same values as the whole map; None otherwise."""
+def _cell_grid(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: int
+               ) -> Optional[CellGrid]:
+    """The cell grid when camera pixels are (logits x upsample x k) cropped at the top-left with
+    power-of-two factors (the usual letterbox without a resize); None: whole-map path."""
     h, w = int(hw[0]), int(hw[1])
     if letterbox is None:
-        return 1
+        return make_grid((h, w), (upsample,), (h * upsample, w * upsample),
+                         (h * upsample, w * upsample))
     ph, pw = letterbox.pad_hw
-    if letterbox.resized_hw != letterbox.orig_hw or ph % (h * upsample) or pw % (w * upsample):
+    if letterbox.resized_hw != letterbox.orig_hw or ph % (h * upsample):
         return None
     k = ph // (h * upsample)
-    return k if k == pw // (w * upsample) and k in (1, 2, 4) else None
+    return make_grid((h, w), (upsample, k), (ph, pw), letterbox.orig_hw)
 
 
-def _owner_map_windowed(logits: Tensor, scores: Tensor, may_win: Tensor, hi: Tensor,
-                        out_hw: tuple[int, int], upsample: int, k: int, mask_thr: float,
-                        margin: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """``_owner_map`` for the common geometry, rescaling each row only where it matters.
-
-    A row is rescaled (x upsample, sigmoid, x k, exactly the full-map operations) only over the
-    bounding box of the cells where it may win (``may_win`` from ``_cell_bounds``) or may be
-    visible (upper bound ``hi`` >= mask_thr); elsewhere it neither owns a pixel nor counts as
-    visible. Windows carry a 2-cell margin, beyond the 1.5-cell reach of the resamples, and the
-    scale factors are powers of two, so the values inside equal the whole-map values bit for bit.
-    """
-    R, h, w = logits.shape
-    H, W = out_hw
-    s = upsample * k  # camera pixels per logit cell
-    need = may_win | (hi * (1 + margin) >= mask_thr)  # [R, h, w]
-    need[:, -(-H // s):, :] = False  # cells wholly outside the camera crop
-    need[:, :, -(-W // s):] = False
-    best_val = torch.full((H, W), -1.0, device=logits.device)
-    best_idx = torch.zeros((H, W), dtype=torch.long, device=logits.device)
-    original = torch.zeros(R, dtype=torch.long, device=logits.device)
-    ys_any, xs_any = need.any(2), need.any(1)  # [R, h], [R, w]
-    for r in range(R):
-        ys, xs = torch.nonzero(ys_any[r]).flatten(), torch.nonzero(xs_any[r]).flatten()
-        if ys.numel() == 0:
-            continue
-        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-        cy0, cy1, cx0, cx1 = max(0, y0 - 2), min(h, y1 + 2), max(0, x0 - 2), min(w, x1 + 2)
-        p = upsample_logits(logits[r:r + 1, cy0:cy1, cx0:cx1], upsample).sigmoid()
-        if k != 1:
-            p = F.interpolate(p[None], size=((cy1 - cy0) * s, (cx1 - cx0) * s),
-                              mode="bilinear", align_corners=False)[0]
-        oy0, oy1, ox0, ox1 = y0 * s, min(y1 * s, H), x0 * s, min(x1 * s, W)
-        tile = p[0, oy0 - cy0 * s: oy1 - cy0 * s, ox0 - cx0 * s: ox1 - cx0 * s]
-        original[r] = int((tile >= mask_thr).to(torch.uint8).sum(dtype=torch.int64))
-        val = tile * scores[r]
-        region_val = best_val[oy0:oy1, ox0:ox1]  # views: updated in place
-        better = val > region_val  # strict: an earlier row keeps a tie
-        torch.where(better, val, region_val, out=region_val)
-        best_idx[oy0:oy1, ox0:ox1].masked_fill_(better, r)
-    return best_idx, original
+def _original_for_keep(owners: CellOwners, rows: Tensor, owned: Tensor, live: Tensor,
+                       cfg: MergeConfig) -> Tensor:
+    """[R] int64 original areas that give every ``live`` row the keep decision of its exact area:
+    the exact area where the bounds leave the decision open, else a bound on the same side
+    (``owned / original`` only falls as ``original`` grows)."""
+    lo, hi = owners.original_bounds(cfg.mask_thr)
+    thr = cfg.overlap_thr
+    sure_keep = (lo > 0) & ~(owned.double() / hi.clamp(min=1).double() < thr)
+    sure_drop = (hi == 0) | ((lo > 0) & (owned.double() / lo.clamp(min=1).double() < thr))
+    need = live & ~sure_keep & ~sure_drop
+    out = torch.where(sure_keep, hi, lo)
+    if bool(need.any()):
+        out = torch.where(need, owners.original(rows, cfg.mask_thr, need), out)
+    return out
 
 
 def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], upsample: int,
@@ -297,12 +259,19 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
 
 
 
+def semantic_lut(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
+                 void_label: int = 255, void_as_road: bool = False) -> Tensor:
+    """[S + 1] int64 dataset train id per segment id (index 0: void, given ``void_label``, or 0 =
+    road, the official export, with ``void_as_road``); ``lut[segment_map]`` is the semantic map."""
+    dev = result.labels.device
+    m2t = torch.as_tensor(model_to_train_id, dtype=torch.int64, device=dev)
+    void = torch.tensor([0 if void_as_road else void_label], dtype=torch.int64, device=dev)
+    return torch.cat([void, m2t[result.labels]])
+
+
 def semantic_map(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
                  void_label: int = 255, void_as_road: bool = False) -> Tensor:
     """[H, W] int64 dataset train ids; void pixels get ``void_label`` (or 0 = road, the
     official export, with ``void_as_road``)."""
-    dev = result.segment_map.device
-    m2t = torch.as_tensor(model_to_train_id, dtype=torch.int64, device=dev)
-    void = torch.tensor([0 if void_as_road else void_label], dtype=torch.int64, device=dev)
-    lut = torch.cat([void, m2t[result.labels]])  # [S + 1]
+    lut = semantic_lut(result, model_to_train_id, void_label, void_as_road)
     return lut[result.segment_map.long()]
