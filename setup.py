@@ -5,6 +5,7 @@ Every package folder is its import name: ``vknet_core``, ``vknet_export``, ``vkn
 entries (``python export/to_trt.py ...``), each a few lines that call the package's ``main``;
 nothing imports them, so no module is ever loaded twice.
 """
+
 from glob import glob
 
 from setuptools import setup
@@ -15,9 +16,16 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[
-        "vknet_core", "vknet_core.model", "vknet_core.losses", "vknet_core.postprocess",
-        "vknet_core.tracking", "vknet_core.metrics", "vknet_core.panoptic_io",
-        "vknet_export", "vknet_training", "vknet_training.datasets",
+        "vknet_core",
+        "vknet_core.model",
+        "vknet_core.losses",
+        "vknet_core.postprocess",
+        "vknet_core.tracking",
+        "vknet_core.metrics",
+        "vknet_core.panoptic_io",
+        "vknet_export",
+        "vknet_training",
+        "vknet_training.datasets",
         "vknet_ros",
     ],
     package_data={"vknet_ros": ["models/*.pt"]},

@@ -1,4 +1,5 @@
 """``python export/compare.py --help``; the logic lives in ``vknet_export.compare``."""
+
 import sys
 
 from vknet_export.compare import main

@@ -2,6 +2,7 @@
 
 The logic lives in ``vknet_export.convert_official``.
 """
+
 import sys
 
 from vknet_export.convert_official import main

@@ -1,4 +1,5 @@
 """``python export/to_onnx.py --help``; the logic lives in ``vknet_export.to_onnx``."""
+
 import sys
 
 from vknet_export.to_onnx import main

@@ -1,4 +1,5 @@
 """``python export/to_trt.py --help``; the logic lives in ``vknet_export.to_trt``."""
+
 import sys
 
 from vknet_export.to_trt import main

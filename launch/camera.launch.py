@@ -9,6 +9,7 @@ activates itself (parameter ``autostart``, default true), so no lifecycle manage
 Arguments left empty keep the value from ``params_file`` (default: the installed
 ``config/vknet.yaml``).
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -19,10 +20,17 @@ from launch_ros.actions import LifecycleNode
 
 ARGS = (
     ("namespace", "", "namespace of the node (one per camera), e.g. cam_front"),
-    ("image_topic", "image", "input sensor_msgs/Image topic (image_topic/compressed for the "
-                             "compressed input)"),
-    ("camera_info_topic", "", "sensor_msgs/CameraInfo topic republished on ~/camera_info "
-                              "(empty: camera_info next to image_topic)"),
+    (
+        "image_topic",
+        "image",
+        "input sensor_msgs/Image topic (image_topic/compressed for the compressed input)",
+    ),
+    (
+        "camera_info_topic",
+        "",
+        "sensor_msgs/CameraInfo topic republished on ~/camera_info "
+        "(empty: camera_info next to image_topic)",
+    ),
     ("input_qos", "", "auto | sensor_data | reliable (empty: from params_file)"),
     ("backend", "", "torch | onnxruntime | tensorrt (empty: from params_file)"),
     ("model", "", "checkpoint .pt, .onnx or TensorRT engine (empty: from params_file)"),
@@ -36,30 +44,39 @@ ARGS = (
 def _node(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     params_file = get("params_file") or os.path.join(
-        get_package_share_directory("vknet_ros"), "config", "vknet.yaml")
+        get_package_share_directory("vknet_ros"), "config", "vknet.yaml"
+    )
     overrides = {k: get(k) for k in ("backend", "model", "device") if get(k)}
     overrides["use_sim_time"] = get("use_sim_time").lower() in ("true", "1", "yes")
     if get("input_qos"):
         overrides["input.qos"] = get("input_qos")
     image = get("image_topic")
-    info = get("camera_info_topic") or (image.rsplit("/", 1)[0] + "/camera_info"
-                                        if "/" in image else "camera_info")
-    return [LifecycleNode(
-        package="vknet_ros",
-        executable="vknet_node",
-        name="vknet_node",
-        namespace=get("namespace"),
-        output="screen",
-        parameters=[params_file, overrides],
-        remappings=[("image", image), ("image/compressed", image + "/compressed"),
-                    ("camera_info", info)],
-        arguments=["--ros-args", "--log-level", get("log_level")],
-    )]
+    info = get("camera_info_topic") or (
+        image.rsplit("/", 1)[0] + "/camera_info" if "/" in image else "camera_info"
+    )
+    return [
+        LifecycleNode(
+            package="vknet_ros",
+            executable="vknet_node",
+            name="vknet_node",
+            namespace=get("namespace"),
+            output="screen",
+            parameters=[params_file, overrides],
+            remappings=[
+                ("image", image),
+                ("image/compressed", image + "/compressed"),
+                ("camera_info", info),
+            ],
+            arguments=["--ros-args", "--log-level", get("log_level")],
+        )
+    ]
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=desc)
-         for name, default, desc in ARGS]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=desc)
+            for name, default, desc in ARGS
+        ]
         + [OpaqueFunction(function=_node)]
     )

@@ -16,6 +16,7 @@ then frame i + 1), so the ratios hold on a loaded machine; the first ``--warmup`
 timed. Prints a table (median / p90 ms per frame and the speed-up over PyTorch eager), then the
 results as one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,10 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -49,12 +51,15 @@ def time_backend(backend: Any, frames: list[np.ndarray], cfg: Any, warmup: int) 
     return time_interleaved({"b": backend}, frames, cfg, warmup)["b"]
 
 
-def time_interleaved(backends: dict[str, Any], frames: list[np.ndarray], cfg: Any,
-                     warmup: int) -> dict[str, list[float]]:
+def time_interleaved(
+    backends: dict[str, Any], frames: list[np.ndarray], cfg: Any, warmup: int
+) -> dict[str, list[float]]:
     """Seconds per frame for every backend, frame i of all of them before frame i + 1 (so a
     load change on a shared machine hits all alike); each keeps its own state."""
-    zero = {"prev_kernels": np.zeros((1, cfg.num_kernels, cfg.neck.channels), np.float32),
-            "has_prev": np.zeros((1,), np.float32)}
+    zero = {
+        "prev_kernels": np.zeros((1, cfg.num_kernels, cfg.neck.channels), np.float32),
+        "has_prev": np.zeros((1,), np.float32),
+    }
     state = {k: zero for k in backends}
     times: dict[str, list[float]] = {k: [] for k in backends}
     for i, rgb in enumerate(frames):
@@ -69,8 +74,9 @@ def time_interleaved(backends: dict[str, Any], frames: list[np.ndarray], cfg: An
     return times
 
 
-def torch_variant(model: Any, device: str, threads: Optional[int], compile_mode: Optional[str],
-                  fp16: bool) -> Any:
+def torch_variant(
+    model: Any, device: str, threads: Optional[int], compile_mode: Optional[str], fp16: bool
+) -> Any:
     """A TorchBackend whose step is ``torch.compile(mode=compile_mode)``d and/or runs under
     CUDA fp16 autocast; outputs are returned as float32 like the other backends'."""
     import torch
@@ -91,9 +97,18 @@ def torch_variant(model: Any, device: str, threads: Optional[int], compile_mode:
     return backend
 
 
-def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int, device: str,
-                 workdir: Path, threads: Optional[int], fp16: bool,
-                 int8_calib: int = 4) -> list[Timing]:
+def bench_preset(
+    preset: str,
+    height: int,
+    width: int,
+    frames: int,
+    warmup: int,
+    device: str,
+    workdir: Path,
+    threads: Optional[int],
+    fp16: bool,
+    int8_calib: int = 4,
+) -> list[Timing]:
     import torch
 
     import vknet_core
@@ -131,12 +146,19 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
     if ort_device == "cuda":
         for mode, label in ((None, "torch_compile"), ("reduce-overhead", "torch_cudagraphs")):
             for half in (False, True) if fp16 else (False,):
-                makers.append((label + ("_fp16" if half else ""), device,
-                               lambda m=mode or "default", h=half:
-                               torch_variant(model, device, threads, m, h)))
+                makers.append(
+                    (
+                        label + ("_fp16" if half else ""),
+                        device,
+                        lambda m=mode or "default", h=half: torch_variant(
+                            model, device, threads, m, h
+                        ),
+                    )
+                )
         if fp16:
-            makers.append(("torch_fp16", device,
-                           lambda: torch_variant(model, device, threads, None, True)))
+            makers.append(
+                ("torch_fp16", device, lambda: torch_variant(model, device, threads, None, True))
+            )
         makers.append(("onnxruntime", "cuda", lambda: OrtBackend(onnx_path, "cuda")))
         from vknet_export.trt_backend import TrtBackend
 
@@ -144,8 +166,9 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
         makers.append(("tensorrt", "fp32", lambda: TrtBackend(engine, device, onnx_path)))
         if fp16:
             engine16 = workdir / f"{preset}_{height}x{width}_fp16.engine"
-            makers.append(("tensorrt", "fp16",
-                           lambda: TrtBackend(engine16, device, onnx_path, fp16=True)))
+            makers.append(
+                ("tensorrt", "fp16", lambda: TrtBackend(engine16, device, onnx_path, fp16=True))
+            )
     backends: dict[tuple[str, str], Any] = {}
     try:
         for name, dev, make in makers:
@@ -159,8 +182,16 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
             backend.close()
     results: list[Timing] = []
     for (name, dev), t in times.items():
-        results.append(Timing(preset, size, name, dev, 1e3 * statistics.median(t),
-                              1e3 * float(np.percentile(t, 90))))
+        results.append(
+            Timing(
+                preset,
+                size,
+                name,
+                dev,
+                1e3 * statistics.median(t),
+                1e3 * float(np.percentile(t, 90)),
+            )
+        )
         log.info("%s %s %s: %.1f ms", preset, name, dev, results[-1].median_ms)
     base = next((r.median_ms for r in results if r.backend == "torch"), None)
     for r in results:
@@ -170,18 +201,34 @@ def bench_preset(preset: str, height: int, width: int, frames: int, warmup: int,
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", default=["tiny", "kitti_step_r50"],
-                   help="model presets to time")
-    p.add_argument("--size", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"),
-                   help="network input size (multiples of 32)")
+    p.add_argument(
+        "--presets", nargs="+", default=["tiny", "kitti_step_r50"], help="model presets to time"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(384, 1248),
+        metavar=("H", "W"),
+        help="network input size (multiples of 32)",
+    )
     p.add_argument("--frames", type=int, default=10, help="timed frames per backend")
-    p.add_argument("--warmup", type=int, default=3, help="untimed frames first (allocator, caches)")
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed frames first (allocator, caches)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (adds ORT CUDA, TensorRT)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ORT CPU")
-    p.add_argument("--fp16", action="store_true",
-                   help="CUDA: also time fp16 (torch autocast variants, TensorRT fp16 engine)")
-    p.add_argument("--int8-calib", type=int, default=4,
-                   help="calibration frames for the onnxruntime_int8 row (0: no int8 row)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="CUDA: also time fp16 (torch autocast variants, TensorRT fp16 engine)",
+    )
+    p.add_argument(
+        "--int8-calib",
+        type=int,
+        default=4,
+        help="calibration frames for the onnxruntime_int8 row (0: no int8 row)",
+    )
     p.add_argument("--workdir", type=Path, help="where ONNX/engines go (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -196,13 +243,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for preset in args.presets:
-            results += bench_preset(preset, *args.size, args.frames, args.warmup, args.device,
-                                    workdir, args.threads, args.fp16, args.int8_calib)
-    print(f"{'preset':<16} {'size':<9} {'backend':<22} {'device':<6} {'median ms':>10} "
-          f"{'p90 ms':>8} {'vs torch':>9}")
+            results += bench_preset(
+                preset,
+                *args.size,
+                args.frames,
+                args.warmup,
+                args.device,
+                workdir,
+                args.threads,
+                args.fp16,
+                args.int8_calib,
+            )
+    print(
+        f"{'preset':<16} {'size':<9} {'backend':<22} {'device':<6} {'median ms':>10} "
+        f"{'p90 ms':>8} {'vs torch':>9}"
+    )
     for r in results:
-        print(f"{r.preset:<16} {r.size:<9} {r.backend:<22} {r.device:<6} {r.median_ms:>10.1f} "
-              f"{r.p90_ms:>8.1f} {r.speedup_vs_torch:>8.2f}x")
+        print(
+            f"{r.preset:<16} {r.size:<9} {r.backend:<22} {r.device:<6} {r.median_ms:>10.1f} "
+            f"{r.p90_ms:>8.1f} {r.speedup_vs_torch:>8.2f}x"
+        )
     print(json.dumps([asdict(r) for r in results]))
     return 0 if results else 1
 

@@ -12,14 +12,16 @@ In the same run it times ``QuasiDenseTracker.update`` with 100 live tracks x 100
 with embeddings. ``TorchBackend`` is what the node runs (BatchNorm folded, C-order outputs).
 Not a test: the numbers depend on the machine. The JSON last line holds every figure.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -53,9 +55,14 @@ class TrackerLoad:
         return boxes, self.scores, self.labels, self.embeds + noise
 
 
-def bench(camera_hw: tuple[int, int] = (375, 1242), net_hw: tuple[int, int] = (384, 1248),
-          frames: int = 12, warmup: int = 2, tracker_updates: int = 20,
-          model_path: Path = TINY) -> dict[str, float]:
+def bench(
+    camera_hw: tuple[int, int] = (375, 1242),
+    net_hw: tuple[int, int] = (384, 1248),
+    frames: int = 12,
+    warmup: int = 2,
+    tracker_updates: int = 20,
+    model_path: Path = TINY,
+) -> dict[str, float]:
     """Median milliseconds per frame and the ratios; see the module docstring."""
     model = load_checkpoint(model_path)
     pcfg = PipelineConfig(preprocess=PreprocessConfig(net_hw=net_hw))
@@ -87,11 +94,13 @@ def bench(camera_hw: tuple[int, int] = (375, 1242), net_hw: tuple[int, int] = (3
     if tracker.num_live != 100:
         raise RuntimeError(f"tracker load lost its tracks: {tracker.num_live} live, expected 100")
     post = [m + t for m, t in zip(merge, maps)]
-    r = {"tiny_network_ms": 1e3 * statistics.median(net),
-         "merge_boxes_ms": 1e3 * statistics.median(merge),
-         "tracker_maps_ms": 1e3 * statistics.median(maps),
-         "postprocess_ms": 1e3 * statistics.median(post),
-         "tracker_100x100_ms": 1e3 * statistics.median(track)}
+    r = {
+        "tiny_network_ms": 1e3 * statistics.median(net),
+        "merge_boxes_ms": 1e3 * statistics.median(merge),
+        "tracker_maps_ms": 1e3 * statistics.median(maps),
+        "postprocess_ms": 1e3 * statistics.median(post),
+        "tracker_100x100_ms": 1e3 * statistics.median(track),
+    }
     r["ratio_post_to_network"] = r["postprocess_ms"] / r["tiny_network_ms"]
     r["tracker_pct_of_network"] = 100 * r["tracker_100x100_ms"] / r["tiny_network_ms"]
     r["segments"] = float(statistics.median(segs))
@@ -103,18 +112,32 @@ def bench(camera_hw: tuple[int, int] = (375, 1242), net_hw: tuple[int, int] = (3
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--camera-size", type=int, nargs=2, default=(375, 1242), metavar=("H", "W"),
-                   help="camera frame size (default 375 1242)")
-    p.add_argument("--net-size", type=int, nargs=2, default=(384, 1248), metavar=("H", "W"),
-                   help="network input size (default 384 1248)")
+    p.add_argument(
+        "--camera-size",
+        type=int,
+        nargs=2,
+        default=(375, 1242),
+        metavar=("H", "W"),
+        help="camera frame size (default 375 1242)",
+    )
+    p.add_argument(
+        "--net-size",
+        type=int,
+        nargs=2,
+        default=(384, 1248),
+        metavar=("H", "W"),
+        help="network input size (default 384 1248)",
+    )
     p.add_argument("--frames", type=int, default=12, help="timed frames (default 12)")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--model", type=Path, default=TINY, help="checkpoint (default: shipped tiny)")
     args = p.parse_args(argv)
     if args.frames < 1 or args.warmup < 0 or args.threads < 0:
-        p.error(f"need --frames >= 1, --warmup >= 0, --threads >= 0; got {args.frames}, "
-                f"{args.warmup}, {args.threads}")
+        p.error(
+            f"need --frames >= 1, --warmup >= 0, --threads >= 0; got {args.frames}, "
+            f"{args.warmup}, {args.threads}"
+        )
     if not args.model.is_file():
         p.error(f"--model {args.model} is not a file")
     return args
@@ -124,19 +147,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = bench(tuple(args.camera_size), tuple(args.net_size), args.frames, args.warmup,
-              model_path=args.model)
-    print(f"tiny model {args.model.name}, camera {args.camera_size[0]}x{args.camera_size[1]}, "
-          f"network {args.net_size[0]}x{args.net_size[1]}, {int(r['threads'])} threads, "
-          f"{args.frames} frames, {r['segments']:.0f} segments ({r['thing_segments']:.0f} "
-          "things)")
+    r = bench(
+        tuple(args.camera_size),
+        tuple(args.net_size),
+        args.frames,
+        args.warmup,
+        model_path=args.model,
+    )
+    print(
+        f"tiny model {args.model.name}, camera {args.camera_size[0]}x{args.camera_size[1]}, "
+        f"network {args.net_size[0]}x{args.net_size[1]}, {int(r['threads'])} threads, "
+        f"{args.frames} frames, {r['segments']:.0f} segments ({r['thing_segments']:.0f} "
+        "things)"
+    )
     print(f"  merge + boxes        {r['merge_boxes_ms']:8.2f} ms")
     print(f"  tracker + maps       {r['tracker_maps_ms']:8.2f} ms")
     print(f"  post-processing      {r['postprocess_ms']:8.2f} ms")
     print(f"  tiny network         {r['tiny_network_ms']:8.2f} ms")
     print(f"  ratio post/network   {r['ratio_post_to_network']:8.3f}")
-    print(f"  tracker 100x100      {r['tracker_100x100_ms']:8.3f} ms "
-          f"({r['tracker_pct_of_network']:.2f}% of the network)")
+    print(
+        f"  tracker 100x100      {r['tracker_100x100_ms']:8.3f} ms "
+        f"({r['tracker_pct_of_network']:.2f}% of the network)"
+    )
     print(json.dumps({k: round(v, 4) for k, v in r.items()}))
     return 0
 

@@ -8,7 +8,8 @@
 1. In this process, the same frames go through ``VideoPanopticPipeline.step`` alone (backend
    time = the network step, pipeline time = preprocess + network + merge + tracker).
 2. ``python -m vknet_ros`` runs as its own process (a real deployment, ``input.qos:=reliable``
-   because best-effort multi-megabyte frames can be lost on a loaded loopback); this process publishes
+   because best-effort multi-megabyte frames can be lost on a loaded loopback); this process
+   publishes
    each frame on ``image`` (rgb8, reliable) and waits for ``~/panoptic`` with the same stamp
    before sending the next (closed loop: no frame is dropped, nothing queues).
 End-to-end = publish -> panoptic received (one monotonic clock). ROS overhead =
@@ -17,6 +18,7 @@ e2e / pipeline - 1 (transport, conversion, encoding, publishing). The goal is <=
 3840x2160, default parameters: the network size is bounded by the model's native size), with the
 node's end-to-end latency and its peak RSS (VmHWM). The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +37,17 @@ import numpy as np
 
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms, np.float64)
-    return {"mean": float(a.mean()), "p50": float(np.median(a)),
-            "p95": float(np.percentile(a, 95)), "min": float(a.min())}
+    return {
+        "mean": float(a.mean()),
+        "p50": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "min": float(a.min()),
+    }
 
 
-def bench_pipeline(model: Path, backend: str, device: str, frames: list[np.ndarray],
-                   warmup: int) -> dict[str, dict[str, float]]:
+def bench_pipeline(
+    model: Path, backend: str, device: str, frames: list[np.ndarray], warmup: int
+) -> dict[str, dict[str, float]]:
     """The pipeline alone on ``frames``: {"backend": stats_ms, "pipeline": stats_ms}."""
     from vknet_ros.loader import load_pipeline
     from vknet_ros.params import NodeParams
@@ -62,10 +69,17 @@ def bench_pipeline(model: Path, backend: str, device: str, frames: list[np.ndarr
     return {"backend": _stats(net), "pipeline": _stats(total)}
 
 
-def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray], warmup: int,
-               resend_after: float = 10.0, timeout: float = 120.0,
-               input_qos: str = "reliable", extra_params: tuple[str, ...] = ()
-               ) -> dict[str, Any]:
+def bench_node(
+    model: Path,
+    backend: str,
+    device: str,
+    frames: list[np.ndarray],
+    warmup: int,
+    resend_after: float = 10.0,
+    timeout: float = 120.0,
+    input_qos: str = "reliable",
+    extra_params: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """vknet_node in its own process, closed loop over ``frames`` (after ``warmup`` frames)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -79,13 +93,35 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
     from vknet_ros.diagnostics import status_values
 
     ns = f"/bench_{os.getpid()}"
-    log_file = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_ros_node_{os.getpid()}.log", "w")
+    log_file = open(
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_ros_node_{os.getpid()}.log", "w"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={ns}",
-         "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", f"device:={device}",
-         "-p", "outputs.overlay:=false", "-p", "warmup:=false", "-p", f"input.qos:={input_qos}",
-         *[arg for p in extra_params for arg in ("-p", p)]],
-        stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vknet_ros",
+            "--ros-args",
+            "-r",
+            f"__ns:={ns}",
+            "-p",
+            f"model:={model}",
+            "-p",
+            f"backend:={backend}",
+            "-p",
+            f"device:={device}",
+            "-p",
+            "outputs.overlay:=false",
+            "-p",
+            "warmup:=false",
+            "-p",
+            f"input.qos:={input_qos}",
+            *[arg for p in extra_params for arg in ("-p", p)],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+        text=True,
+    )
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("bench_ros", namespace=ns, context=ctx)
@@ -101,8 +137,14 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
             cond.notify_all()
 
     node.create_subscription(Image, "vknet_node/panoptic", on_panoptic, qos)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
-        status_values(s) for s in m.status if ns.strip("/") in s.hardware_id), 10)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diag.extend(
+            status_values(s) for s in m.status if ns.strip("/") in s.hardware_id
+        ),
+        10,
+    )
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
@@ -125,12 +167,13 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
                 t0 = time.monotonic()
                 pub.publish(msg)
                 with cond:
-                    if cond.wait_for(lambda: stamp in got, timeout=resend_after):
+                    if cond.wait_for(lambda s=stamp: s in got, timeout=resend_after):
                         break
                 lost += 1
             else:
-                raise TimeoutError(f"no panoptic output for frame {i} after 5 tries; "
-                                   f"node log: {log_file.name}")
+                raise TimeoutError(
+                    f"no panoptic output for frame {i} after 5 tries; node log: {log_file.name}"
+                )
             if i >= warmup:
                 e2e.append((got[stamp] - t0) * 1e3)
         time.sleep(1.5)  # one more diagnostics period
@@ -146,17 +189,25 @@ def bench_node(model: Path, backend: str, device: str, frames: list[np.ndarray],
         spin.join(timeout=5.0)  # no executor thread left running at interpreter exit
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-    stages = {k: float(v) for k, v in (diag[-1] if diag else {}).items()
-              if k.endswith("_mean_ms") and not k.startswith("latency")}
-    return {"e2e": _stats(e2e), "node_stages_mean_ms": stages, "frames_resent": lost,
-            "peak_rss_mib": peak_mib}
+    stages = {
+        k: float(v)
+        for k, v in (diag[-1] if diag else {}).items()
+        if k.endswith("_mean_ms") and not k.startswith("latency")
+    }
+    return {
+        "e2e": _stats(e2e),
+        "node_stages_mean_ms": stages,
+        "frames_resent": lost,
+        "peak_rss_mib": peak_mib,
+    }
 
 
 HD_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (720, 1280), (1080, 1920), (2160, 3840))
 
 
-def bench_hd(model: Path, backend: str = "torch", device: str = "cpu", frames: int = 5,
-             warmup: int = 1) -> list[dict[str, Any]]:
+def bench_hd(
+    model: Path, backend: str = "torch", device: str = "cpu", frames: int = 5, warmup: int = 1
+) -> list[dict[str, Any]]:
     """The node at each camera size in ``HD_SIZES`` (fresh process each): e2e and peak RSS."""
     from vknet_core.synthetic_scene import make_sequence
 
@@ -164,16 +215,32 @@ def bench_hd(model: Path, backend: str = "torch", device: str = "cpu", frames: i
     for h, w in HD_SIZES:
         clip = [rgb for rgb, _ in make_sequence(np.random.default_rng(3), frames, h, w)]
         r = bench_node(model, backend, device, clip, warmup, resend_after=60.0, timeout=300.0)
-        rows.append({"size": [h, w], "e2e_ms": r["e2e"], "peak_rss_mib": r["peak_rss_mib"],
-                     "node_stages_mean_ms": r["node_stages_mean_ms"]})
-        print(f"  {w}x{h}: e2e {r['e2e']['mean']:.0f} ms (p50 {r['e2e']['p50']:.0f}), peak RSS "
-              f"{r['peak_rss_mib']:.0f} MiB; node stages " + ", ".join(
-                  f"{k[:-8]} {v:.0f}" for k, v in r["node_stages_mean_ms"].items()), flush=True)
+        rows.append(
+            {
+                "size": [h, w],
+                "e2e_ms": r["e2e"],
+                "peak_rss_mib": r["peak_rss_mib"],
+                "node_stages_mean_ms": r["node_stages_mean_ms"],
+            }
+        )
+        print(
+            f"  {w}x{h}: e2e {r['e2e']['mean']:.0f} ms (p50 {r['e2e']['p50']:.0f}), peak RSS "
+            f"{r['peak_rss_mib']:.0f} MiB; node stages "
+            + ", ".join(f"{k[:-8]} {v:.0f}" for k, v in r["node_stages_mean_ms"].items()),
+            flush=True,
+        )
     return rows
 
 
-def bench_ros(model: Path, backend: str = "torch", device: str = "cpu", height: int = 384,
-              width: int = 1248, frames: int = 30, warmup: int = 5) -> dict[str, Any]:
+def bench_ros(
+    model: Path,
+    backend: str = "torch",
+    device: str = "cpu",
+    height: int = 384,
+    width: int = 1248,
+    frames: int = 30,
+    warmup: int = 5,
+) -> dict[str, Any]:
     """Both measurements on the same synthetic frames; returns the report dict."""
     from vknet_core.synthetic_scene import make_sequence
 
@@ -183,11 +250,18 @@ def bench_ros(model: Path, backend: str = "torch", device: str = "cpu", height: 
     node = bench_node(model, backend, device, clip, warmup, resend_after=resend)
     e2e, pipe, net = node["e2e"]["mean"], alone["pipeline"]["mean"], alone["backend"]["mean"]
     return {
-        "model": str(model), "backend": backend, "device": device, "size": [height, width],
-        "frames": frames, "backend_ms": alone["backend"], "pipeline_ms": alone["pipeline"],
-        "e2e_ms": node["e2e"], "node_stages_mean_ms": node["node_stages_mean_ms"],
+        "model": str(model),
+        "backend": backend,
+        "device": device,
+        "size": [height, width],
+        "frames": frames,
+        "backend_ms": alone["backend"],
+        "pipeline_ms": alone["pipeline"],
+        "e2e_ms": node["e2e"],
+        "node_stages_mean_ms": node["node_stages_mean_ms"],
         "frames_resent": node["frames_resent"],
-        "ros_overhead_ratio": e2e / pipe - 1.0, "e2e_over_backend_ratio": e2e / net - 1.0,
+        "ros_overhead_ratio": e2e / pipe - 1.0,
+        "e2e_over_backend_ratio": e2e / net - 1.0,
         "goal_ratio": 0.15,
     }
 
@@ -197,16 +271,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model file")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="inference backend")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        help="inference backend",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--height", type=int, default=384, help="camera height")
     p.add_argument("--width", type=int, default=1248, help="camera width")
     p.add_argument("--frames", type=int, default=30, help="measured frames")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured frames first")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
-    p.add_argument("--hd", action="store_true", help="camera sizes 640x480 .. 3840x2160 "
-                                                     "through the node: latency and peak RSS")
+    p.add_argument(
+        "--hd",
+        action="store_true",
+        help="camera sizes 640x480 .. 3840x2160 through the node: latency and peak RSS",
+    )
     return p.parse_args(argv)
 
 
@@ -224,13 +305,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     r = bench_ros(a.model, a.backend, a.device, a.height, a.width, a.frames, a.warmup)
     print(f"vknet_node {a.backend}/{a.device} at {a.width}x{a.height}, {a.frames} frames:")
-    print(f"  backend alone      {r['backend_ms']['mean']:8.1f} ms  (p95 {r['backend_ms']['p95']:.1f})")
-    print(f"  pipeline alone     {r['pipeline_ms']['mean']:8.1f} ms  (p95 {r['pipeline_ms']['p95']:.1f})")
+    for key, label in (("backend_ms", "backend alone"), ("pipeline_ms", "pipeline alone")):
+        print(f"  {label:<18} {r[key]['mean']:8.1f} ms  (p95 {r[key]['p95']:.1f})")
     print(f"  ROS end-to-end     {r['e2e_ms']['mean']:8.1f} ms  (p95 {r['e2e_ms']['p95']:.1f})")
-    print("  node stages (mean) " + ", ".join(
-        f"{k[:-8]} {v:.1f}" for k, v in r["node_stages_mean_ms"].items()))
-    print(f"  ROS overhead: {100 * r['ros_overhead_ratio']:.1f} % of the pipeline time "
-          f"(goal <= 15 %); e2e vs backend alone: +{100 * r['e2e_over_backend_ratio']:.1f} %")
+    print(
+        "  node stages (mean) "
+        + ", ".join(f"{k[:-8]} {v:.1f}" for k, v in r["node_stages_mean_ms"].items())
+    )
+    print(
+        f"  ROS overhead: {100 * r['ros_overhead_ratio']:.1f} % of the pipeline time "
+        f"(goal <= 15 %); e2e vs backend alone: +{100 * r['e2e_over_backend_ratio']:.1f} %"
+    )
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))
     print(json.dumps(r))

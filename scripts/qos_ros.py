@@ -10,6 +10,7 @@ vknet_node) and counts the frames that arrive: delivered / sent. Both processes 
 (as a camera driver and the node are), on an isolated domain with localhost discovery.
 The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
@@ -37,8 +39,9 @@ PAIRS: tuple[tuple[str, str], ...] = (
 def _qos(reliability: str, depth: int) -> Any:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    rel = ReliabilityPolicy.RELIABLE if reliability == "reliable" else \
-        ReliabilityPolicy.BEST_EFFORT
+    rel = (
+        ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    )
     return QoSProfile(depth=depth, reliability=rel)
 
 
@@ -71,27 +74,55 @@ def publish(h: int, w: int, rate: float, seconds: float, reliability: str) -> No
     rclpy.try_shutdown()
 
 
-def measure(h: int, w: int, rate: float, seconds: float, pub_rel: str, sub_rel: str,
-            transport: Optional[str]) -> dict[str, Any]:
+def measure(
+    h: int,
+    w: int,
+    rate: float,
+    seconds: float,
+    pub_rel: str,
+    sub_rel: str,
+    transport: Optional[str],
+) -> dict[str, Any]:
     """One configuration: {"sent", "delivered", "fraction"} (own domain id per run)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(102, 200)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(102, 200)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    )
     env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     if transport:
         env["FASTDDS_BUILTIN_TRANSPORTS"] = transport
-    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS",
-                                            "ROS_AUTOMATIC_DISCOVERY_RANGE")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
+    }
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     if transport:
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transport
-    proc = subprocess.Popen([sys.executable, __file__, "--role", "publisher", "--sizes",
-                             f"{w}x{h}", "--rate", str(rate), "--seconds", str(seconds),
-                             "--pub", pub_rel], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "publisher",
+            "--sizes",
+            f"{w}x{h}",
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--pub",
+            pub_rel,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("qos_node", context=ctx)
@@ -122,9 +153,15 @@ def measure(h: int, w: int, rate: float, seconds: float, pub_rel: str, sub_rel: 
             else:
                 os.environ[k] = v
     sent = int(out.split("SENT")[-1]) if "SENT" in out else 0
-    return {"size": f"{w}x{h}", "transport": transport or "default", "publisher": pub_rel,
-            "subscriber": sub_rel, "sent": sent, "delivered": len(got),
-            "fraction": len(got) / sent if sent else 0.0}
+    return {
+        "size": f"{w}x{h}",
+        "transport": transport or "default",
+        "publisher": pub_rel,
+        "subscriber": sub_rel,
+        "sent": sent,
+        "delivered": len(got),
+        "fraction": len(got) / sent if sent else 0.0,
+    }
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -132,8 +169,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--sizes", default="1280x720,1920x1080", help="WxH list")
     p.add_argument("--rate", type=float, default=30.0)
     p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--transports", default=",LARGE_DATA",
-                   help="FASTDDS_BUILTIN_TRANSPORTS values ('' = FastDDS default)")
+    p.add_argument(
+        "--transports",
+        default=",LARGE_DATA",
+        help="FASTDDS_BUILTIN_TRANSPORTS values ('' = FastDDS default)",
+    )
     p.add_argument("--role", default="measure", choices=("measure", "publisher"))
     p.add_argument("--pub", default="reliable", choices=("reliable", "best_effort"))
     a = p.parse_args(argv)
@@ -153,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(a: argparse.Namespace) -> int:
     if a.role == "publisher":
-        (w, h), = a.sizes
+        ((w, h),) = a.sizes
         publish(h, w, a.rate, a.seconds, a.pub)
         return 0
     rows = []
@@ -162,8 +202,11 @@ def run(a: argparse.Namespace) -> int:
             for pub_rel, sub_rel in PAIRS:
                 r = measure(h, w, a.rate, a.seconds, pub_rel, sub_rel, transport or None)
                 rows.append(r)
-                print(f"{r['size']:>9} {r['transport']:>10}  pub {pub_rel:<11} sub "
-                      f"{sub_rel:<11} delivered {r['delivered']:4d} / {r['sent']:4d}", flush=True)
+                print(
+                    f"{r['size']:>9} {r['transport']:>10}  pub {pub_rel:<11} sub "
+                    f"{sub_rel:<11} delivered {r['delivered']:4d} / {r['sent']:4d}",
+                    flush=True,
+                )
     print(json.dumps(rows))
     return 0
 

@@ -16,6 +16,7 @@ At the end: rate, drops, RSS start (after the first minute) / end / slope (least
 samples after the first minute), peak RSS, the maximum track id, and the mismatch count.
 The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -82,8 +84,11 @@ class Checker:
         sem = d["semantic"].astype(np.int64)
         inst = d["instance_ids"].astype(np.int64)
         div = self.divisor
-        ok = (np.array_equal(pan, sem * div + inst) and np.array_equal(pan // div, sem)
-              and np.array_equal(pan % div, inst))
+        ok = (
+            np.array_equal(pan, sem * div + inst)
+            and np.array_equal(pan // div, sem)
+            and np.array_equal(pan % div, inst)
+        )
         on_stuff = inst[~np.isin(sem, list(self.thing_ids))]
         ok = ok and not on_stuff.any()
         self.checked += 1
@@ -96,9 +101,17 @@ class Checker:
         self.ids_seen.update(np.unique(inst[inst > 0]).tolist())
 
 
-def soak(minutes: float, rate: float, height: int, width: int, model: Optional[Path] = None,
-         node_params: Sequence[str] = (), seq_frames: int = 300, report_every: float = 60.0,
-         log_path: Optional[Path] = None) -> dict[str, Any]:
+def soak(
+    minutes: float,
+    rate: float,
+    height: int,
+    width: int,
+    model: Optional[Path] = None,
+    node_params: Sequence[str] = (),
+    seq_frames: int = 300,
+    report_every: float = 60.0,
+    log_path: Optional[Path] = None,
+) -> dict[str, Any]:
     """Run the soak; returns the report dict (see the module docstring)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -108,14 +121,22 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
 
+    from vknet_core.synthetic_scene import make_sequence
     from vknet_ros.conversions import array_to_image, image_to_numpy, parse_labels
     from vknet_ros.diagnostics import status_values
-    from vknet_core.synthetic_scene import make_sequence
 
     ns = f"/soak_{os.getpid()}"
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"soak_ros_{os.getpid()}.log"
-    cmd = [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={ns}",
-           "-p", "outputs.overlay:=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vknet_ros",
+        "--ros-args",
+        "-r",
+        f"__ns:={ns}",
+        "-p",
+        "outputs.overlay:=false",
+    ]
     if model is not None:
         cmd += ["-p", f"model:={model}"]
     for p in node_params:
@@ -126,10 +147,14 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
     rclpy.init(context=ctx)
     node = rclpy.create_node("soak_camera", namespace=ns, context=ctx)
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    pub = node.create_publisher(Image, "image", QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    latched = QoSProfile(
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+    pub = node.create_publisher(
+        Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    )
     chk = Checker()
     diag: list[dict[str, str]] = []
 
@@ -137,6 +162,7 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
         def cb(msg: Image) -> None:
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             chk.add(name, stamp, image_to_numpy(msg))
+
         return cb
 
     def on_labels(msg: String) -> None:
@@ -147,8 +173,14 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
     for name in ("panoptic", "semantic", "instance_ids"):
         node.create_subscription(Image, f"vknet_node/{name}", on_out(name), reliable)
     node.create_subscription(String, "vknet_node/labels", on_labels, latched)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
-        status_values(s) for s in m.status if s.hardware_id.startswith(ns + "/")), 10)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diag.extend(
+            status_values(s) for s in m.status if s.hardware_id.startswith(ns + "/")
+        ),
+        10,
+    )
     ex = MultiThreadedExecutor(num_threads=2, context=ctx)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
@@ -168,8 +200,12 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
         def produce() -> None:  # the next clips are drawn while this one plays
             seed = 0
             while not stop.is_set():
-                c = [rgb for rgb, _ in make_sequence(np.random.default_rng(seed), seq_frames,
-                                                     height, width)]
+                c = [
+                    rgb
+                    for rgb, _ in make_sequence(
+                        np.random.default_rng(seed), seq_frames, height, width
+                    )
+                ]
                 seed += 1
                 while not stop.is_set():
                     try:
@@ -200,10 +236,12 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
                 rss.append((now, r))
                 outs = chk.outputs
                 d = diag[-1] if diag else {}
-                line = (f"t={now / 60:5.1f} min  sent {sent}  outputs {outs} "
-                        f"({(outs - last_out) / (now - last_t):.1f}/s)  node dropped "
-                        f"{d.get('frames_dropped', '?')}  RSS {r:.0f} MiB  max id {chk.max_id}"
-                        f"  checked {chk.checked}  mismatches {chk.mismatches}")
+                line = (
+                    f"t={now / 60:5.1f} min  sent {sent}  outputs {outs} "
+                    f"({(outs - last_out) / (now - last_t):.1f}/s)  node dropped "
+                    f"{d.get('frames_dropped', '?')}  RSS {r:.0f} MiB  max id {chk.max_id}"
+                    f"  checked {chk.checked}  mismatches {chk.mismatches}"
+                )
                 print(line, flush=True)
                 lines.append(line)
                 last_out, last_t = outs, now
@@ -233,20 +271,30 @@ def soak(minutes: float, rate: float, height: int, width: int, model: Optional[P
     rs = np.array([r for _, r in steady])
     slope = float(np.polyfit(ts, rs, 1)[0]) if len(steady) >= 2 else 0.0
     return {
-        "minutes": minutes, "rate_hz": rate, "size": [height, width], "frames_sent": sent,
-        "outputs": chk.outputs, "output_rate_hz": chk.outputs / elapsed,
+        "minutes": minutes,
+        "rate_hz": rate,
+        "size": [height, width],
+        "frames_sent": sent,
+        "outputs": chk.outputs,
+        "output_rate_hz": chk.outputs / elapsed,
         "node_frames_received": int(d.get("frames_received", -1)),
         "node_frames_processed": int(d.get("frames_processed", -1)),
         "node_frames_dropped": int(d.get("frames_dropped", -1)),
         "node_frames_failed": int(d.get("frames_failed", -1)),
         # depth-1 input: replaced in the node's DDS reader before its executor took them
         "replaced_in_dds_queue": sent - int(d.get("frames_received", sent)),
-        "rss_start_mib": float(rs[0]), "rss_end_mib": float(rss_end),
-        "rss_slope_mib_per_h": slope, "rss_peak_mib": float(peak),
-        "label_divisor": chk.divisor, "max_track_id": chk.max_id,
-        "distinct_track_ids": len(chk.ids_seen), "frames_checked": chk.checked,
-        "decode_mismatches": chk.mismatches, "first_mismatch": chk.first_mismatch,
-        "node_log": str(log_path), "minute_lines": lines,
+        "rss_start_mib": float(rs[0]),
+        "rss_end_mib": float(rss_end),
+        "rss_slope_mib_per_h": slope,
+        "rss_peak_mib": float(peak),
+        "label_divisor": chk.divisor,
+        "max_track_id": chk.max_id,
+        "distinct_track_ids": len(chk.ids_seen),
+        "frames_checked": chk.checked,
+        "decode_mismatches": chk.mismatches,
+        "first_mismatch": chk.first_mismatch,
+        "node_log": str(log_path),
+        "minute_lines": lines,
     }
 
 
@@ -257,14 +305,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=384, help="camera width")
     p.add_argument("--height", type=int, default=192, help="camera height")
     p.add_argument("--model", type=Path, default=None, help="model file (default: shipped tiny)")
-    p.add_argument("-p", dest="params", action="append", default=[],
-                   help="node parameter name:=value (repeatable)")
+    p.add_argument(
+        "-p",
+        dest="params",
+        action="append",
+        default=[],
+        help="node parameter name:=value (repeatable)",
+    )
     p.add_argument("--report-every", type=float, default=60.0, help="seconds between lines")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     a = p.parse_args(argv)
     if a.minutes <= 0 or a.rate <= 0 or a.width < 32 or a.height < 32:
-        p.error(f"need --minutes > 0, --rate > 0 and a size of at least 32x32, got "
-                f"{a.minutes} min, {a.rate} Hz, {a.width}x{a.height}")
+        p.error(
+            f"need --minutes > 0, --rate > 0 and a size of at least 32x32, got "
+            f"{a.minutes} min, {a.rate} Hz, {a.width}x{a.height}"
+        )
     if a.model is not None and not a.model.is_file():
         p.error(f"model file not found: {a.model}")
     return a
@@ -273,19 +328,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def run(a: argparse.Namespace) -> int:
     from vknet_core.atomic import write_text_atomic
 
-    r = soak(a.minutes, a.rate, a.height, a.width, a.model, a.params,
-             report_every=a.report_every)
-    print(f"soak {r['minutes']:g} min at {r['rate_hz']:g} Hz, {a.width}x{a.height}: "
-          f"sent {r['frames_sent']}, outputs {r['outputs']} ({r['output_rate_hz']:.1f}/s)")
-    print(f"  node: received {r['node_frames_received']}, processed "
-          f"{r['node_frames_processed']}, dropped (latest-frame slot) "
-          f"{r['node_frames_dropped']}, failed {r['node_frames_failed']}; replaced in the DDS "
-          f"queue (depth 1) before the callback {r['replaced_in_dds_queue']}")
-    print(f"  RSS start {r['rss_start_mib']:.0f} MiB, end {r['rss_end_mib']:.0f} MiB, slope "
-          f"{r['rss_slope_mib_per_h']:+.1f} MiB/h, peak {r['rss_peak_mib']:.0f} MiB")
-    print(f"  label_divisor {r['label_divisor']}, max track id {r['max_track_id']}, distinct ids "
-          f"{r['distinct_track_ids']}; frames checked {r['frames_checked']}, decode "
-          f"mismatches {r['decode_mismatches']}")
+    r = soak(a.minutes, a.rate, a.height, a.width, a.model, a.params, report_every=a.report_every)
+    print(
+        f"soak {r['minutes']:g} min at {r['rate_hz']:g} Hz, {a.width}x{a.height}: "
+        f"sent {r['frames_sent']}, outputs {r['outputs']} ({r['output_rate_hz']:.1f}/s)"
+    )
+    print(
+        f"  node: received {r['node_frames_received']}, processed "
+        f"{r['node_frames_processed']}, dropped (latest-frame slot) "
+        f"{r['node_frames_dropped']}, failed {r['node_frames_failed']}; replaced in the DDS "
+        f"queue (depth 1) before the callback {r['replaced_in_dds_queue']}"
+    )
+    print(
+        f"  RSS start {r['rss_start_mib']:.0f} MiB, end {r['rss_end_mib']:.0f} MiB, slope "
+        f"{r['rss_slope_mib_per_h']:+.1f} MiB/h, peak {r['rss_peak_mib']:.0f} MiB"
+    )
+    print(
+        f"  label_divisor {r['label_divisor']}, max track id {r['max_track_id']}, distinct ids "
+        f"{r['distinct_track_ids']}; frames checked {r['frames_checked']}, decode "
+        f"mismatches {r['decode_mismatches']}"
+    )
     if a.json:
         write_text_atomic(a.json, json.dumps(r, indent=2))
     print(json.dumps({k: v for k, v in r.items() if k != "minute_lines"}))

@@ -1,5 +1,6 @@
 """Where the read-only shared reference data lives: ``<repo>/../shared`` (CI clones the repo
 with ``shared/`` beside it). ``VKNET_SHARED`` overrides the location."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("VKNET_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(
+    os.environ.get("VKNET_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
+)
 
 
 def require_shared(rel: str) -> Path:

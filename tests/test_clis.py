@@ -7,6 +7,7 @@ once) and ``out``, an empty folder where the tool would write; after the failure
 still be empty and the inputs unchanged. To cover a new tool, add its rows (and, if it needs
 one, a file to ``Inputs``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,9 +15,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -52,21 +53,38 @@ def inputs(tmp_path_factory) -> Inputs:
     good = vknet_core.save_checkpoint(vknet_core.build_model("tiny"), root / "good.pt")
     corrupt = root / "corrupt.pt"
     corrupt.write_bytes(good.read_bytes()[:2000])
-    other_cfg = replace(get_preset("tiny"), name="tiny_vipseg",
-                        labels=get_preset("vipseg_r50").labels)
+    other_cfg = replace(
+        get_preset("tiny"), name="tiny_vipseg", labels=get_preset("vipseg_r50").labels
+    )
     other = vknet_core.save_checkpoint(vknet_core.build_model(other_cfg), root / "other.pt")
     sd = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
-    torch.save({"state_dict": sd, "meta": {
-        "exp_name": "video_knet_s3_r50_rpn_1x_kitti_step_sigmoid_stride2_mask_embed_link_ffn"
-                    "_joint_train.py",
-        "config": "dataset_type = 'KITTISTEPDVPSDataset'\ndata_root = 'data/kitti-step/'"}},
-        root / "official_kitti.pth")
-    torch.save({"state_dict": sd, "meta": {"epoch": np.float64(12.0)}},
-               root / "official_pickled.pth")
+    torch.save(
+        {
+            "state_dict": sd,
+            "meta": {
+                "exp_name": "video_knet_s3_r50_rpn_1x_kitti_step_sigmoid_stride2_mask_embed"
+                "_link_ffn"
+                "_joint_train.py",
+                "config": "dataset_type = 'KITTISTEPDVPSDataset'\ndata_root = 'data/kitti-step/'",
+            },
+        },
+        root / "official_kitti.pth",
+    )
+    torch.save(
+        {"state_dict": sd, "meta": {"epoch": np.float64(12.0)}}, root / "official_pickled.pth"
+    )
     (root / "metrics_wrong.jsonl").write_text(json.dumps({"STQ": 0.5, "VPQ": 0.4}) + "\n")
-    return Inputs(root, data, good, corrupt, other, root / "missing.pt",
-                  root / "official_kitti.pth", root / "official_pickled.pth",
-                  root / "metrics_wrong.jsonl")
+    return Inputs(
+        root,
+        data,
+        good,
+        corrupt,
+        other,
+        root / "missing.pt",
+        root / "official_kitti.pth",
+        root / "official_pickled.pth",
+        root / "metrics_wrong.jsonl",
+    )
 
 
 @dataclass(frozen=True)
@@ -87,8 +105,25 @@ TO_ONNX = "vknet_export.to_onnx:main"
 
 
 def _train(i: Inputs, o: Path, *extra: str, preset: str = "tiny") -> list[str]:
-    return ["--preset", preset, "--data", str(i.data), "--out", str(o / "run"), "--iters", "1",
-            "--crop", "64", "96", "--workers", "0", "--threads", "1", "--no-progress", *extra]
+    return [
+        "--preset",
+        preset,
+        "--data",
+        str(i.data),
+        "--out",
+        str(o / "run"),
+        "--iters",
+        "1",
+        "--crop",
+        "64",
+        "96",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _model(i: Inputs, o: Path, checkpoint: Path) -> list[str]:
@@ -96,68 +131,180 @@ def _model(i: Inputs, o: Path, checkpoint: Path) -> list[str]:
 
 
 CASES: dict[str, Case] = {
-    "train-missing-data": Case(TRAIN, lambda i, o: [
-        "--preset", "tiny", "--data", str(i.missing), "--out", str(o / "run")],
-        "no such folder"),
-    "train-corrupt-init": Case(TRAIN, lambda i, o: _train(i, o, "--init", str(i.corrupt_pt)),
-                               "not a readable vknet checkpoint"),
-    "train-wrong-preset": Case(TRAIN, lambda i, o: _train(i, o, preset="tiny_xl"),
-                               "--preset 'tiny_xl' is not a preset"),
+    "train-missing-data": Case(
+        TRAIN,
+        lambda i, o: ["--preset", "tiny", "--data", str(i.missing), "--out", str(o / "run")],
+        "no such folder",
+    ),
+    "train-corrupt-init": Case(
+        TRAIN,
+        lambda i, o: _train(i, o, "--init", str(i.corrupt_pt)),
+        "not a readable vknet checkpoint",
+    ),
+    "train-wrong-preset": Case(
+        TRAIN, lambda i, o: _train(i, o, preset="tiny_xl"), "--preset 'tiny_xl' is not a preset"
+    ),
     "train-init-of-another-preset": Case(
-        TRAIN, lambda i, o: _train(i, o, "--init", str(i.other_pt)),
-        "holds preset 'tiny_vipseg', whose weights do not fit preset 'tiny'"),
-    "train-missing-resume": Case(TRAIN, lambda i, o: _train(i, o, "--resume", str(i.missing)),
-                                 "--resume: no checkpoint"),
-    "evaluate-missing": Case(EVALUATE, lambda i, o: _model(i, o, i.missing) + [
-        "--out", str(o / "m.json")], "no such file"),
-    "evaluate-corrupt": Case(EVALUATE, lambda i, o: _model(i, o, i.corrupt_pt) + [
-        "--out", str(o / "m.json")], "not a readable vknet checkpoint"),
-    "evaluate-wrong-preset": Case(EVALUATE, lambda i, o: _model(i, o, i.other_pt) + [
-        "--out", str(o / "m.json")], "the model (tiny_vipseg) is for vipseg"),
-    "evaluate-classes-of-another-dataset": Case(EVALUATE, lambda i, o: _model(
-        i, o, i.other_pt) + ["--format", "kitti_step"], "the model predicts 124 classes"),
-    "evaluate-wrong-format": Case(EVALUATE, lambda i, o: ["--gt", str(i.data), "--pred", str(
-        i.data), "--format", "kitti"], "invalid choice: 'kitti'"),
-    "validate-missing": Case(VALIDATE, lambda i, o: _model(i, o, i.missing) + [
-        "--json", str(o / "s.json")], "checkpoint not found"),
-    "validate-corrupt": Case(VALIDATE, lambda i, o: _model(i, o, i.corrupt_pt) + [
-        "--json", str(o / "s.json")], "not a readable vknet checkpoint"),
-    "validate-wrong-preset": Case(VALIDATE, lambda i, o: _model(i, o, i.other_pt) + [
-        "--json", str(o / "s.json")], "the model (tiny_vipseg) is for vipseg"),
-    "plot_curves-missing": Case(PLOT, lambda i, o: [str(i.missing), "--out", str(
-        o / "c.png")], "no such metrics file"),
-    "plot_curves-corrupt": Case(PLOT, lambda i, o: [str(i.corrupt_pt), "--out", str(
-        o / "c.png")], "not a JSON line"),
-    "plot_curves-wrong-file": Case(PLOT, lambda i, o: [str(i.metrics_wrong), "--out", str(
-        o / "c.png")], "expected a training metrics row"),
-    "summary-missing": Case(SUMMARY, lambda i, o: ["--checkpoint", str(i.missing)],
-                            "checkpoint not found"),
-    "summary-corrupt": Case(SUMMARY, lambda i, o: ["--checkpoint", str(i.corrupt_pt)],
-                            "not a readable vknet checkpoint"),
+        TRAIN,
+        lambda i, o: _train(i, o, "--init", str(i.other_pt)),
+        "holds preset 'tiny_vipseg', whose weights do not fit preset 'tiny'",
+    ),
+    "train-missing-resume": Case(
+        TRAIN, lambda i, o: _train(i, o, "--resume", str(i.missing)), "--resume: no checkpoint"
+    ),
+    "evaluate-missing": Case(
+        EVALUATE,
+        lambda i, o: _model(i, o, i.missing) + ["--out", str(o / "m.json")],
+        "no such file",
+    ),
+    "evaluate-corrupt": Case(
+        EVALUATE,
+        lambda i, o: _model(i, o, i.corrupt_pt) + ["--out", str(o / "m.json")],
+        "not a readable vknet checkpoint",
+    ),
+    "evaluate-wrong-preset": Case(
+        EVALUATE,
+        lambda i, o: _model(i, o, i.other_pt) + ["--out", str(o / "m.json")],
+        "the model (tiny_vipseg) is for vipseg",
+    ),
+    "evaluate-classes-of-another-dataset": Case(
+        EVALUATE,
+        lambda i, o: _model(i, o, i.other_pt) + ["--format", "kitti_step"],
+        "the model predicts 124 classes",
+    ),
+    "evaluate-wrong-format": Case(
+        EVALUATE,
+        lambda i, o: ["--gt", str(i.data), "--pred", str(i.data), "--format", "kitti"],
+        "invalid choice: 'kitti'",
+    ),
+    "validate-missing": Case(
+        VALIDATE,
+        lambda i, o: _model(i, o, i.missing) + ["--json", str(o / "s.json")],
+        "checkpoint not found",
+    ),
+    "validate-corrupt": Case(
+        VALIDATE,
+        lambda i, o: _model(i, o, i.corrupt_pt) + ["--json", str(o / "s.json")],
+        "not a readable vknet checkpoint",
+    ),
+    "validate-wrong-preset": Case(
+        VALIDATE,
+        lambda i, o: _model(i, o, i.other_pt) + ["--json", str(o / "s.json")],
+        "the model (tiny_vipseg) is for vipseg",
+    ),
+    "plot_curves-missing": Case(
+        PLOT, lambda i, o: [str(i.missing), "--out", str(o / "c.png")], "no such metrics file"
+    ),
+    "plot_curves-corrupt": Case(
+        PLOT, lambda i, o: [str(i.corrupt_pt), "--out", str(o / "c.png")], "not a JSON line"
+    ),
+    "plot_curves-wrong-file": Case(
+        PLOT,
+        lambda i, o: [str(i.metrics_wrong), "--out", str(o / "c.png")],
+        "expected a training metrics row",
+    ),
+    "summary-missing": Case(
+        SUMMARY, lambda i, o: ["--checkpoint", str(i.missing)], "checkpoint not found"
+    ),
+    "summary-corrupt": Case(
+        SUMMARY,
+        lambda i, o: ["--checkpoint", str(i.corrupt_pt)],
+        "not a readable vknet checkpoint",
+    ),
     "summary-wrong-preset": Case(SUMMARY, lambda i, o: ["tiny_xl"], "invalid choice"),
-    "summary-size-not-x32": Case(SUMMARY, lambda i, o: ["tiny", "--height", "100"],
-                                 "multiples of 32, got 100x1248"),
-    "convert_official-missing": Case(CONVERT, lambda i, o: [
-        "--preset", "kitti_step_r50", "--input", str(i.missing), "--output", str(o / "c.pt")],
-        "official checkpoint not found"),
-    "convert_official-corrupt": Case(CONVERT, lambda i, o: [
-        "--preset", "kitti_step_r50", "--input", str(i.corrupt_pt), "--output",
-        str(o / "c.pt")], "not a readable PyTorch checkpoint"),
-    "convert_official-wrong-preset": Case(CONVERT, lambda i, o: [
-        "--preset", "cityscapes_vps_r50", "--input", str(i.official_kitti), "--output",
-        str(o / "c.pt")], "was trained on kitti_step"),
-    "convert_official-needs-pickle": Case(CONVERT, lambda i, o: [
-        "--preset", "kitti_step_r50", "--input", str(i.official_pickled), "--output",
-        str(o / "c.pt")], "rerun with --allow-pickle"),
-    "to_onnx-missing": Case(TO_ONNX, lambda i, o: [
-        "--checkpoint", str(i.missing), "--height", "64", "--width", "96", "--output",
-        str(o / "m.onnx")], "checkpoint not found"),
-    "to_onnx-corrupt": Case(TO_ONNX, lambda i, o: [
-        "--checkpoint", str(i.corrupt_pt), "--height", "64", "--width", "96", "--output",
-        str(o / "m.onnx")], "not a readable vknet checkpoint"),
-    "to_onnx-wrong-preset": Case(TO_ONNX, lambda i, o: [
-        "--preset", "tiny_xl", "--height", "64", "--width", "96", "--output",
-        str(o / "m.onnx")], "invalid choice"),
+    "summary-size-not-x32": Case(
+        SUMMARY, lambda i, o: ["tiny", "--height", "100"], "multiples of 32, got 100x1248"
+    ),
+    "convert_official-missing": Case(
+        CONVERT,
+        lambda i, o: [
+            "--preset",
+            "kitti_step_r50",
+            "--input",
+            str(i.missing),
+            "--output",
+            str(o / "c.pt"),
+        ],
+        "official checkpoint not found",
+    ),
+    "convert_official-corrupt": Case(
+        CONVERT,
+        lambda i, o: [
+            "--preset",
+            "kitti_step_r50",
+            "--input",
+            str(i.corrupt_pt),
+            "--output",
+            str(o / "c.pt"),
+        ],
+        "not a readable PyTorch checkpoint",
+    ),
+    "convert_official-wrong-preset": Case(
+        CONVERT,
+        lambda i, o: [
+            "--preset",
+            "cityscapes_vps_r50",
+            "--input",
+            str(i.official_kitti),
+            "--output",
+            str(o / "c.pt"),
+        ],
+        "was trained on kitti_step",
+    ),
+    "convert_official-needs-pickle": Case(
+        CONVERT,
+        lambda i, o: [
+            "--preset",
+            "kitti_step_r50",
+            "--input",
+            str(i.official_pickled),
+            "--output",
+            str(o / "c.pt"),
+        ],
+        "rerun with --allow-pickle",
+    ),
+    "to_onnx-missing": Case(
+        TO_ONNX,
+        lambda i, o: [
+            "--checkpoint",
+            str(i.missing),
+            "--height",
+            "64",
+            "--width",
+            "96",
+            "--output",
+            str(o / "m.onnx"),
+        ],
+        "checkpoint not found",
+    ),
+    "to_onnx-corrupt": Case(
+        TO_ONNX,
+        lambda i, o: [
+            "--checkpoint",
+            str(i.corrupt_pt),
+            "--height",
+            "64",
+            "--width",
+            "96",
+            "--output",
+            str(o / "m.onnx"),
+        ],
+        "not a readable vknet checkpoint",
+    ),
+    "to_onnx-wrong-preset": Case(
+        TO_ONNX,
+        lambda i, o: [
+            "--preset",
+            "tiny_xl",
+            "--height",
+            "64",
+            "--width",
+            "96",
+            "--output",
+            str(o / "m.onnx"),
+        ],
+        "invalid choice",
+    ),
 }
 
 
@@ -214,17 +361,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("launcher, name", [
-    ("training/train.py", "train-init-of-another-preset"),
-    ("export/convert_official.py", "convert_official-wrong-preset"),
-])
+@pytest.mark.parametrize(
+    "launcher, name",
+    [
+        ("training/train.py", "train-init-of-another-preset"),
+        ("export/convert_official.py", "convert_official-wrong-preset"),
+    ],
+)
 def test_launcher_prints_one_line(launcher, name, inputs, tmp_path):
     """The documented command (a separate process: real stderr, logging and exit code)."""
     case = CASES[name]
     out = tmp_path / "out"
     out.mkdir()
-    res = subprocess.run([sys.executable, str(REPO / launcher), *case.argv(inputs, out)],
-                         capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
+    res = subprocess.run(
+        [sys.executable, str(REPO / launcher), *case.argv(inputs, out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert res.returncode == case.code, res.stderr
     assert res.stderr.count("\n") == 1 and case.expect in res.stderr, res.stderr
     assert list(out.iterdir()) == []

@@ -1,4 +1,5 @@
 """``python training/evaluate.py --help``; the logic lives in ``vknet_training.evaluate``."""
+
 import sys
 
 from vknet_training.evaluate import main

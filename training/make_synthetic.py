@@ -2,6 +2,7 @@
 
 The logic lives in ``vknet_training.make_synthetic``.
 """
+
 import sys
 
 from vknet_training.make_synthetic import main

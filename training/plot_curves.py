@@ -1,4 +1,5 @@
 """``python training/plot_curves.py --help``; the logic lives in ``vknet_training.plot_curves``."""
+
 import sys
 
 from vknet_training.plot_curves import main

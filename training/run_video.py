@@ -1,4 +1,5 @@
 """``python training/run_video.py --help``; the logic lives in ``vknet_training.run_video``."""
+
 import sys
 
 from vknet_training.run_video import main

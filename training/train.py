@@ -1,4 +1,5 @@
 """``python training/train.py --help``; the logic lives in ``vknet_training.train``."""
+
 import sys
 
 from vknet_training.train import main

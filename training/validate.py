@@ -1,4 +1,5 @@
 """``python training/validate.py --help``; the logic lives in ``vknet_training.validate``."""
+
 import sys
 
 from vknet_training.validate import main

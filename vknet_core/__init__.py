@@ -11,6 +11,7 @@ Public API::
 
 Names are resolved lazily so that light submodules (metrics, tracking) import without the model.
 """
+
 from importlib import import_module
 from typing import Any
 

@@ -1,9 +1,9 @@
 """Nothing half-written: files appear whole or not at all; failed runs remove what they made.
 
-    with atomic_path("m.onnx") as tmp:       # write to tmp; renamed onto m.onnx on success
-        onnx.save(proto, tmp)
-    with fresh_output_dir("out/run"):        # created now; removed again if the body raises
-        ...                                  # (only if this call created it)
+with atomic_path("m.onnx") as tmp:       # write to tmp; renamed onto m.onnx on success
+    onnx.save(proto, tmp)
+with fresh_output_dir("out/run"):        # created now; removed again if the body raises
+    ...                                  # (only if this call created it)
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 PathLike = Union[str, os.PathLike]
 

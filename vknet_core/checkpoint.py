@@ -1,8 +1,9 @@
 """Self-describing checkpoints: weights + config + class names + normalisation in one file.
 
-    save_checkpoint(model, "m.pt")          # atomic: written to a temp file, then renamed
-    model = load_checkpoint("m.pt")         # VideoKNet in eval mode, config from the file
+save_checkpoint(model, "m.pt")          # atomic: written to a temp file, then renamed
+model = load_checkpoint("m.pt")         # VideoKNet in eval mode, config from the file
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return Path(path)
 
 
-def save_checkpoint(model: VideoKNet, path: PathLike,
-                    extra: Optional[dict[str, Any]] = None) -> Path:
+def save_checkpoint(
+    model: VideoKNet, path: PathLike, extra: Optional[dict[str, Any]] = None
+) -> Path:
     return atomic_torch_save(checkpoint_dict(model, extra), path)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -45,11 +46,14 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
             raise
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Exception as e:  # noqa: BLE001 - a CLI prints one line, never a traceback
+    except Exception as e:
         if os.environ.get("VKNET_DEBUG"):
             raise
-        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} "
-              "(run with VKNET_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(run with VKNET_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL_ERROR
     return 0 if code is None else int(code)
 

@@ -6,6 +6,7 @@ its model. Label spaces: the dataset's *train ids* (e.g. KITTI-STEP 0..18, void 
 enters and leaves ``vknet_core``; the network internally orders classes "things first"
 (``LabelConfig.model_to_train_id``), as the official Video K-Net does (video_knet.md §8.1).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,25 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 )
 
 IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -200,6 +217,16 @@ def get_preset(name: str) -> VKNetConfig:
 
 
 __all__ = [
-    "BackboneConfig", "HeadConfig", "LabelConfig", "NeckConfig", "VideoConfig", "VKNetConfig",
-    "PRESETS", "get_preset", "replace", "CITYSCAPES_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BackboneConfig",
+    "HeadConfig",
+    "LabelConfig",
+    "NeckConfig",
+    "VideoConfig",
+    "VKNetConfig",
+    "PRESETS",
+    "get_preset",
+    "replace",
+    "CITYSCAPES_CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]

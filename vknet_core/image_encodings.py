@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,18 +42,25 @@ def _gray_to_rgb(g: np.ndarray) -> np.ndarray:
 
 def _cv(code_name: str) -> Callable[[np.ndarray], np.ndarray]:
     """``[H, W, ch]`` -> RGB through ``cv2.cvtColor(..., cv2.<code_name>)`` (OpenCV lazily)."""
+
     def convert(a: np.ndarray) -> np.ndarray:
         import cv2
 
-        return cv2.cvtColor(np.ascontiguousarray(a if a.shape[2] > 1 else a[:, :, 0]),
-                            getattr(cv2, code_name))
+        return cv2.cvtColor(
+            np.ascontiguousarray(a if a.shape[2] > 1 else a[:, :, 0]), getattr(cv2, code_name)
+        )
+
     return convert
 
 
 # OpenCV names a Bayer pattern by the second row's first two pixels: ROS bayer_rggb8 (R G / G B)
 # is COLOR_BayerBG2RGB, exactly the codes cv_bridge uses.
-_BAYER: dict[str, str] = {"bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
-                          "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB"}
+_BAYER: dict[str, str] = {
+    "bayer_rggb8": "COLOR_BayerBG2RGB",
+    "bayer_bggr8": "COLOR_BayerRG2RGB",
+    "bayer_gbrg8": "COLOR_BayerGR2RGB",
+    "bayer_grbg8": "COLOR_BayerGB2RGB",
+}
 # encodings whose data holds more rows than ``height`` (planar 4:2:0): rows per image row
 _ROWS_PER_ROW: dict[str, float] = {"nv21": 1.5}
 
@@ -79,13 +87,23 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_DECODERS)
 
 # what the node publishes: encoding -> (channels, dtype)
 _ENCODERS: dict[str, tuple[int, type]] = {
-    "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "mono8": (1, np.uint8),
-    "mono16": (1, np.uint16), "16UC1": (1, np.uint16), "32SC1": (1, np.int32),
-    "rgba8": (4, np.uint8), "bgra8": (4, np.uint8), "8UC1": (1, np.uint8), "8UC3": (3, np.uint8),
+    "rgb8": (3, np.uint8),
+    "bgr8": (3, np.uint8),
+    "mono8": (1, np.uint8),
+    "mono16": (1, np.uint16),
+    "16UC1": (1, np.uint16),
+    "32SC1": (1, np.int32),
+    "rgba8": (4, np.uint8),
+    "bgra8": (4, np.uint8),
+    "8UC1": (1, np.uint8),
+    "8UC3": (3, np.uint8),
 }
 
 OUTPUT_ENCODINGS: dict[str, str] = {
-    "panoptic": "32SC1", "instance_ids": "16UC1", "semantic": "mono8", "overlay": "rgb8",
+    "panoptic": "32SC1",
+    "instance_ids": "16UC1",
+    "semantic": "mono8",
+    "overlay": "rgb8",
 }
 
 
@@ -104,16 +122,20 @@ def _rows(msg: Any, row: int) -> np.ndarray:
         raise ConversionError(f"empty image: {w}x{h} ({enc}); expected width and height > 0")
     if enc in _ROWS_PER_ROW or enc in ("yuv422", "yuv422_yuy2"):
         if w % 2 or (enc in _ROWS_PER_ROW and h % 2):
-            raise ConversionError(f"{enc} needs an even width{' and height' * (enc == 'nv21')}"
-                                  f", got {w}x{h}")
+            raise ConversionError(
+                f"{enc} needs an even width{' and height' * (enc == 'nv21')}, got {w}x{h}"
+            )
         h = int(h * _ROWS_PER_ROW.get(enc, 1))
     if step < row:
         raise ConversionError(
             f"step {step} is smaller than width*bytes_per_pixel = {w}*{row // w} = {row} ({enc})"
         )
     data = msg.data
-    buf = data.view(np.uint8).reshape(-1) if isinstance(data, np.ndarray) else np.frombuffer(
-        data, dtype=np.uint8)
+    buf = (
+        data.view(np.uint8).reshape(-1)
+        if isinstance(data, np.ndarray)
+        else np.frombuffer(data, dtype=np.uint8)
+    )
     if buf.size < step * h:
         raise ConversionError(
             f"image data has {buf.size} bytes; expected step*height = {step}*{h} = {step * h} "
@@ -155,8 +177,11 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     import cv2  # lazy: only the compressed path needs OpenCV
 
     data = msg.data
-    buf = data.view(np.uint8).reshape(-1) if isinstance(data, np.ndarray) else np.frombuffer(
-        data, dtype=np.uint8)
+    buf = (
+        data.view(np.uint8).reshape(-1)
+        if isinstance(data, np.ndarray)
+        else np.frombuffer(data, dtype=np.uint8)
+    )
     if buf.size == 0:
         raise ConversionError(f"empty compressed image (format {msg.format!r})")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -185,9 +210,12 @@ def array_fields(arr: np.ndarray, encoding: str) -> dict[str, Any]:
         )
     a = np.ascontiguousarray(a)
     return {
-        "height": int(a.shape[0]), "width": int(a.shape[1]), "encoding": encoding,
+        "height": int(a.shape[0]),
+        "width": int(a.shape[1]),
+        "encoding": encoding,
         "is_bigendian": int(sys.byteorder == "big" and a.dtype.itemsize > 1),
-        "step": int(a.shape[1] * ch * a.dtype.itemsize), "data": a.tobytes(),
+        "step": int(a.shape[1] * ch * a.dtype.itemsize),
+        "data": a.tobytes(),
     }
 
 
@@ -195,7 +223,8 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     """Any published output (32SC1, 16UC1, mono8, rgb8, ...) -> ``[H, W]`` or ``[H, W, ch]``."""
     if msg.encoding not in _ENCODERS:
         raise ConversionError(
-            f"unsupported encoding {msg.encoding!r}; expected one of {sorted(_ENCODERS)}")
+            f"unsupported encoding {msg.encoding!r}; expected one of {sorted(_ENCODERS)}"
+        )
     ch, dtype = _ENCODERS[msg.encoding]
     arr = _view(msg, dtype, ch)
     return arr[:, :, 0] if ch == 1 else arr
@@ -212,9 +241,10 @@ def decode_panoptic(msg: Any, label_divisor: int) -> tuple[np.ndarray, np.ndarra
     return pan // label_divisor, pan % label_divisor
 
 
-def output_arrays(frame: PanopticFrame,
-                  outputs: Iterable[str] = ("panoptic", "instance_ids", "semantic"),
-                  ) -> dict[str, tuple[str, np.ndarray]]:
+def output_arrays(
+    frame: PanopticFrame,
+    outputs: Iterable[str] = ("panoptic", "instance_ids", "semantic"),
+) -> dict[str, tuple[str, np.ndarray]]:
     """PanopticFrame -> ``{output name: (encoding, array)}``, the arrays the node publishes.
 
     panoptic:     32SC1, semantic_id * label_divisor + track_id (void = 255 * label_divisor)
@@ -234,9 +264,13 @@ def output_arrays(frame: PanopticFrame,
     return out
 
 
-def labels_doc(class_names: Sequence[str], thing_ids: Sequence[int],
-               palette: Sequence[Sequence[int]], label_divisor: int,
-               ignore_label: int = 255) -> str:
+def labels_doc(
+    class_names: Sequence[str],
+    thing_ids: Sequence[int],
+    palette: Sequence[Sequence[int]],
+    label_divisor: int,
+    ignore_label: int = 255,
+) -> str:
     """The ``~/labels`` JSON: everything a subscriber needs to decode the outputs.
 
     ``{"classes": {"0": "road", ...}, "thing_ids": [11, 13], "palette": {"0": [r,g,b], ...},

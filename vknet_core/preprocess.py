@@ -5,6 +5,7 @@ H x W camera image, Hr x Wr resized image (official ``img_shape``), Hp x Wp netw
 ``rescale_masks`` (video_knet.md §7.2): bilinear to (Hp, Wp), crop to (Hr, Wr), bilinear to
 (H, W), all with ``align_corners=False``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from vknet_core.config import IMAGENET_MEAN
 # Native network input (H, W) of each preset family: the official test scale (video_knet.md),
 # also the default bound on the network size of the live pipeline. Unknown names -> KITTI-STEP.
 NATIVE_HW: dict[str, tuple[int, int]] = {
-    "kitti_step": (384, 1248), "cityscapes_vps": (1024, 2048), "vipseg": (736, 1280),
+    "kitti_step": (384, 1248),
+    "cityscapes_vps": (1024, 2048),
+    "vipseg": (736, 1280),
 }
 
 
@@ -71,7 +74,7 @@ class Letterbox:
         return self.resized_hw[0] / self.orig_hw[0]
 
     @staticmethod
-    def identity(hw: tuple[int, int]) -> "Letterbox":
+    def identity(hw: tuple[int, int]) -> Letterbox:
         return Letterbox(tuple(hw), tuple(hw), tuple(hw))  # type: ignore[arg-type]
 
     def to_original(self, maps: Tensor) -> Tensor:
@@ -92,8 +95,9 @@ class Letterbox:
         return x.reshape(*lead, *self.orig_hw)
 
 
-def fit_size(orig_hw: tuple[int, int], cfg: PreprocessConfig) -> tuple[tuple[int, int],
-                                                                          tuple[int, int]]:
+def fit_size(
+    orig_hw: tuple[int, int], cfg: PreprocessConfig
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """(resized_hw, pad_hw) for a camera size under ``cfg``."""
     h, w = orig_hw
     d = cfg.size_divisor
@@ -115,15 +119,20 @@ def fit_size(orig_hw: tuple[int, int], cfg: PreprocessConfig) -> tuple[tuple[int
     return (rh, rw), (ph, pw)
 
 
-def to_model_input(rgb: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()
-                   ) -> tuple[np.ndarray, Letterbox]:
+def to_model_input(
+    rgb: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()
+) -> tuple[np.ndarray, Letterbox]:
     """Camera RGB -> network input.
 
     rgb: np.ndarray[H, W, 3] uint8 RGB.
     Returns (image np.ndarray[1, Hp, Wp, 3] uint8 RGB, Letterbox).
     """
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
-            or rgb.shape[2] != 3:
+    if (
+        not isinstance(rgb, np.ndarray)
+        or rgb.dtype != np.uint8
+        or rgb.ndim != 3
+        or rgb.shape[2] != 3
+    ):
         got = (rgb.shape, rgb.dtype) if isinstance(rgb, np.ndarray) else type(rgb)
         raise ValueError(f"image must be an HxWx3 uint8 RGB array, got {got}")
     h, w = rgb.shape[:2]
@@ -137,12 +146,15 @@ def to_model_input(rgb: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()
     return out, Letterbox((h, w), (rh, rw), (ph, pw))
 
 
-def letterbox_from_meta(img_meta: "np.ndarray | list[int]") -> Letterbox:
+def letterbox_from_meta(img_meta: np.ndarray | list[int]) -> Letterbox:
     """Official ``[img_h, img_w, pad_h, pad_w, ori_h, ori_w]`` (parity files) -> Letterbox."""
     ih, iw, ph, pw, oh, ow = (int(v) for v in img_meta)
     return Letterbox((oh, ow), (ih, iw), (ph, pw))
 
 
-def as_tensor(x: "np.ndarray | Tensor", device: "torch.device | str" = "cpu") -> Tensor:
-    return x.to(device) if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x)
-                                                                         ).to(device)
+def as_tensor(x: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
+    return (
+        x.to(device)
+        if isinstance(x, Tensor)
+        else torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    )

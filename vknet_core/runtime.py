@@ -6,6 +6,7 @@ RGB, ``prev_kernels`` float32 [1,N,C], ``has_prev`` float32 [1] in; ``cls_prob``
 [1,K,h,w] out. ONNX Runtime and TensorRT backends live in ``vknet_export`` and implement the same
 protocol, so ``VideoPanopticPipeline`` takes any of them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,12 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: Union[str, torch.device] = "cpu",
-                 threads: Optional[int] = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: Union[str, torch.device] = "cpu",
+        threads: Optional[int] = None,
+    ):
         from vknet_core.model.fold_bn import fold_batchnorm
         from vknet_core.model.vknet import FrameStep  # the model is the heavy import
 
@@ -57,29 +62,36 @@ class TorchBackend:
         self.cfg = model.cfg
         self.spec = io_spec(model.cfg, dynamic=True)  # any multiple of 32, no sample size
         folded, n_bn = fold_batchnorm(model)
-        self._step: "FrameStep | None" = FrameStep(folded).to(self.device).eval()
-        log.info("torch backend %s on %s (%d BatchNorms folded, %d threads)", model.cfg.name,
-                 self.device, n_bn, torch.get_num_threads())
+        self._step: FrameStep | None = FrameStep(folded).to(self.device).eval()
+        log.info(
+            "torch backend %s on %s (%d BatchNorms folded, %d threads)",
+            model.cfg.name,
+            self.device,
+            n_bn,
+            torch.get_num_threads(),
+        )
 
     def step(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One frame: feeds {image, prev_kernels, has_prev} -> the five outputs (numpy)."""
         if self._step is None:
             raise RuntimeError("TorchBackend is closed; create a new backend")
         check_feeds(self.spec, feeds)
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device)
-                for n in INPUT_NAMES]
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in INPUT_NAMES
+        ]
         with torch.inference_mode():
             out = self._step(*args)
         # sem_logits leaves the model channels_last (a permute); C order keeps the merge fast
-        return {n: np.ascontiguousarray(getattr(out, n).detach().cpu().numpy())
-                for n in OUTPUT_NAMES}
+        return {
+            n: np.ascontiguousarray(getattr(out, n).detach().cpu().numpy()) for n in OUTPUT_NAMES
+        }
 
     def close(self) -> None:
         self._step = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def __enter__(self) -> "TorchBackend":
+    def __enter__(self) -> TorchBackend:
         return self
 
     def __exit__(self, *exc) -> None:

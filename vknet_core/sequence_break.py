@@ -35,8 +35,9 @@ class SequenceBreaks:
         if stamp_ns is not None and last is not None and stamp_ns < last:
             reason = f"time jumped back by {(last - stamp_ns) / 1e9:.3f} s"
         elif self.last_hw is not None and hw != self.last_hw:
-            reason = (f"resolution changed from {self.last_hw[1]}x{self.last_hw[0]} to "
-                      f"{hw[1]}x{hw[0]}")
+            reason = (
+                f"resolution changed from {self.last_hw[1]}x{self.last_hw[0]} to {hw[1]}x{hw[0]}"
+            )
         self.last_stamp_ns, self.last_hw = stamp_ns, hw
         return reason
 

@@ -5,6 +5,7 @@
 
 The last line is a JSON object (``params``, ``params_per_part``, ``gmacs``, ``height``, ``width``).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vknet_core.cli import ArgumentParser, run_cli
 from vknet_core.config import PRESETS, VKNetConfig, get_preset
-from vknet_core.model.vknet import build_model, VideoKNet
+from vknet_core.model.vknet import VideoKNet, build_model
 
 PARTS = ("backbone", "fpn", "sem_fpn", "kernel_head", "stages", "linker", "embed_head")
 
@@ -50,13 +51,21 @@ def checkpoint_config(path: Union[str, Path]) -> VKNetConfig:
 def summarize(model: Union[str, VKNetConfig], height: int, width: int) -> dict[str, Any]:
     """Parameters per part and GMACs of a preset name or config at ``height`` x ``width``."""
     if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise ValueError(f"height and width must be positive multiples of 32, got "
-                         f"{height}x{width} (e.g. 384x1248)")
+        raise ValueError(
+            f"height and width must be positive multiples of 32, got "
+            f"{height}x{width} (e.g. 384x1248)"
+        )
     cfg = get_preset(model) if isinstance(model, str) else model
     net = build_model(cfg).eval()
     per = count_params(net)
-    return {"preset": cfg.name, "params": sum(per.values()), "params_per_part": per,
-            "gmacs": round(count_gmacs(net, height, width), 3), "height": height, "width": width}
+    return {
+        "preset": cfg.name,
+        "params": sum(per.values()),
+        "params_per_part": per,
+        "gmacs": round(count_gmacs(net, height, width), 3),
+        "height": height,
+        "width": width,
+    }
 
 
 def main(argv: Optional[list[str]] = None) -> int:

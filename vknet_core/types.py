@@ -5,6 +5,7 @@ K classes, C channels, E embedding channels, H x W image, h x w = H/8 x W/8 feat
 The field names of ``FrameOutputs`` are the graph output names, ``vknet_core.io_spec.OUTPUT_NAMES``
 (the per-frame contract lives there; the names are re-exported here for existing imports).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,14 @@ from torch import Tensor
 
 from vknet_core.io_spec import INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "FrameOutputs", "TrainOutputs", "Segment",
-           "PanopticFrame"]
+__all__ = [
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "FrameOutputs",
+    "TrainOutputs",
+    "Segment",
+    "PanopticFrame",
+]
 
 
 class FrameOutputs(NamedTuple):

@@ -4,6 +4,7 @@ H x W image. Stuff (and things without a track id) take their class colour; trac
 colour derived from the track id alone, so an id keeps its colour in every frame and every run.
 Segment boundaries are drawn in white.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -15,10 +16,25 @@ from vknet_core.types import PanopticFrame
 
 # Cityscapes train-id colours (19 classes), the palette of the official visualiser.
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 )
 VOID_COLOR: tuple[int, int, int] = (0, 0, 0)
 
@@ -48,8 +64,9 @@ def track_colors(track_ids: np.ndarray) -> np.ndarray:
     out = np.zeros((ids.size, 3), np.uint8)
     for k, t in enumerate(ids):
         lvl = int(t) % 3
-        out[k] = _hue_color(int(t) * 0.618033988749895, (0.95, 0.7, 0.85)[lvl],
-                            (1.0, 0.95, 0.75)[lvl])
+        out[k] = _hue_color(
+            int(t) * 0.618033988749895, (0.95, 0.7, 0.85)[lvl], (1.0, 0.95, 0.75)[lvl]
+        )
     return out
 
 
@@ -76,15 +93,22 @@ def boundaries(segment_map: np.ndarray) -> np.ndarray:
     return edge
 
 
-def overlay(rgb: np.ndarray, frame: PanopticFrame, alpha: float = 0.5,
-            palette: Optional[np.ndarray] = None, draw_boundaries: bool = True) -> np.ndarray:
+def overlay(
+    rgb: np.ndarray,
+    frame: PanopticFrame,
+    alpha: float = 0.5,
+    palette: Optional[np.ndarray] = None,
+    draw_boundaries: bool = True,
+) -> np.ndarray:
     """Blend the colour map over the camera image.
 
     rgb: [H, W, 3] uint8 RGB; alpha: weight of the colours (0..1). Returns [H, W, 3] uint8.
     """
     if rgb.shape[:2] != frame.semantic.shape or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be uint8 [H,W,3] matching the frame {frame.semantic.shape}, "
-                         f"got {rgb.shape} {rgb.dtype}")
+        raise ValueError(
+            f"rgb must be uint8 [H,W,3] matching the frame {frame.semantic.shape}, "
+            f"got {rgb.shape} {rgb.dtype}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     color = colorize(frame, palette).astype(np.float32)

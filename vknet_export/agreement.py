@@ -19,6 +19,7 @@ pipeline (merge + tracker). Per frame, the panoptic maps (class and track id per
 ``>= PIXEL_AGREEMENT`` of the pixels, and every pair of segments that agree (same kernel and
 class, mask IoU >= ``SEGMENT_IOU``) carries the same track id.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -59,43 +60,58 @@ class TeacherForced:
         for t, rel in enumerate(self.rel):
             bad = [n for n in FLIP_FREE_OUTPUTS if rel[n] > TENSOR_RTOL]
             if bad:
-                out.append(f"frame {t}: {bad[0]} differs by {rel[bad[0]]:.2e} of its magnitude "
-                           f"(> {TENSOR_RTOL:g}); it is computed before any hard mask, so no "
-                           "near-zero flip explains it")
+                out.append(
+                    f"frame {t}: {bad[0]} differs by {rel[bad[0]]:.2e} of its magnitude "
+                    f"(> {TENSOR_RTOL:g}); it is computed before any hard mask, so no "
+                    "near-zero flip explains it"
+                )
         linked = [t for t, k in enumerate(self.linked) if k]
-        for what, frames in (("linked frames (has_prev=1)", linked),
-                             ("frames", range(len(self.rel)))):
+        for what, frames in (
+            ("linked frames (has_prev=1)", linked),
+            ("frames", range(len(self.rel))),
+        ):
             frames = list(frames)
             dirty = [t for t in frames if not self.clean(t)]
             if frames and len(frames) - len(dirty) < MIN_CLEAN_FRACTION * len(frames):
                 t = dirty[0]
                 name = max(self.rel[t], key=self.rel[t].get)
-                out.append(f"{len(dirty)} of {len(frames)} {what} exceed {TENSOR_RTOL:g} (e.g. "
-                           f"frame {t}: {name} {self.rel[t][name]:.2e}): a systematic "
-                           "difference, not sporadic hard-mask flips")
+                out.append(
+                    f"{len(dirty)} of {len(frames)} {what} exceed {TENSOR_RTOL:g} (e.g. "
+                    f"frame {t}: {name} {self.rel[t][name]:.2e}): a systematic "
+                    "difference, not sporadic hard-mask flips"
+                )
         return out
 
     def summary(self) -> str:
         worst = {n: max(r[n] for r in self.rel) for n in OUTPUT_NAMES} if self.rel else {}
         flips = [t for t in range(len(self.rel)) if not self.clean(t)]
-        return (f"teacher-forced: {len(self.rel) - len(flips)}/{len(self.rel)} frames within "
-                f"{TENSOR_RTOL:g}" + (f", flip frames {flips}" if flips else "") + "; worst "
-                + ", ".join(f"{n} {v:.1e}" for n, v in worst.items()))
+        return (
+            f"teacher-forced: {len(self.rel) - len(flips)}/{len(self.rel)} frames within "
+            f"{TENSOR_RTOL:g}"
+            + (f", flip frames {flips}" if flips else "")
+            + "; worst "
+            + ", ".join(f"{n} {v:.1e}" for n, v in worst.items())
+        )
 
 
-def teacher_forced(a: Any, b: Any, frames: Sequence[np.ndarray], num_kernels: int,
-                   channels: int) -> TeacherForced:
+def teacher_forced(
+    a: Any, b: Any, frames: Sequence[np.ndarray], num_kernels: int, channels: int
+) -> TeacherForced:
     """``frames``: network-size uint8 [1, H, W, 3]. Both backends get ``a``'s state."""
     res = TeacherForced()
-    state = {"prev_kernels": np.zeros((1, num_kernels, channels), np.float32),
-             "has_prev": np.zeros((1,), np.float32)}
+    state = {
+        "prev_kernels": np.zeros((1, num_kernels, channels), np.float32),
+        "has_prev": np.zeros((1,), np.float32),
+    }
     for image in frames:
         feeds = {"image": image, **state}
         out_a, out_b = a.step(feeds), b.step(feeds)
         res.rel.append({n: _rel(out_a[n], out_b[n]) for n in OUTPUT_NAMES})
         res.linked.append(bool(state["has_prev"][0] > 0.5))
-        state = {"prev_kernels": np.ascontiguousarray(out_a["cur_kernels"], np.float32),
-                 "has_prev": np.ones((1,), np.float32)}
+        state = {
+            "prev_kernels": np.ascontiguousarray(out_a["cur_kernels"], np.float32),
+            "has_prev": np.ones((1,), np.float32),
+        }
     return res
 
 
@@ -109,24 +125,30 @@ class FreeRunning:
     tensor_drift: dict[str, float] = field(default_factory=dict)  # informative only
 
     def failures(self) -> list[str]:
-        out = [f"frame {t}: panoptic maps agree on {100 * f:.3f}% of pixels "
-               f"(< {100 * PIXEL_AGREEMENT:g}%)" for t, f in enumerate(self.agreement)
-               if f < PIXEL_AGREEMENT]
+        out = [
+            f"frame {t}: panoptic maps agree on {100 * f:.3f}% of pixels "
+            f"(< {100 * PIXEL_AGREEMENT:g}%)"
+            for t, f in enumerate(self.agreement)
+            if f < PIXEL_AGREEMENT
+        ]
         return out + self.id_mismatches
 
     def summary(self) -> str:
         lo = min(self.agreement) if self.agreement else float("nan")
-        return (f"free-running: panoptic maps agree on >= {100 * lo:.3f}% of pixels per frame, "
-                f"track ids agree on {self.matched_things - len(self.id_mismatches)}/"
-                f"{self.matched_things} matched thing segments")
+        return (
+            f"free-running: panoptic maps agree on >= {100 * lo:.3f}% of pixels per frame, "
+            f"track ids agree on {self.matched_things - len(self.id_mismatches)}/"
+            f"{self.matched_things} matched thing segments"
+        )
 
 
 def _segment_ids(frame: Any) -> dict[tuple[int, int], Any]:
     return {(s.kernel_index, s.train_id): s for s in frame.segments}
 
 
-def free_running(make_pipeline: Callable[[Any], Any], a: Any, b: Any,
-                 frames: Sequence[np.ndarray]) -> FreeRunning:
+def free_running(
+    make_pipeline: Callable[[Any], Any], a: Any, b: Any, frames: Sequence[np.ndarray]
+) -> FreeRunning:
     """``frames``: camera-size uint8 [H, W, 3]; each backend in its own pipeline and state."""
     res = FreeRunning()
     pa, pb = make_pipeline(a), make_pipeline(b)
@@ -143,9 +165,11 @@ def free_running(make_pipeline: Callable[[Any], Any], a: Any, b: Any,
                 continue
             res.matched_things += 1
             if s.track_id != o.track_id:
-                res.id_mismatches.append(f"frame {t}: kernel {s.kernel_index} (class "
-                                         f"{s.train_id}) has track id {s.track_id} vs "
-                                         f"{o.track_id}")
+                res.id_mismatches.append(
+                    f"frame {t}: kernel {s.kernel_index} (class "
+                    f"{s.train_id}) has track id {s.track_id} vs "
+                    f"{o.track_id}"
+                )
     return res
 
 
@@ -161,8 +185,10 @@ class Verdict:
     def line(self) -> str:
         """The one verdict line."""
         if self.ok:
-            return (f"VERDICT: PASS ({len(self.teacher.rel)} frames; {self.teacher.summary()}; "
-                    f"{self.free.summary()})")
+            return (
+                f"VERDICT: PASS ({len(self.teacher.rel)} frames; {self.teacher.summary()}; "
+                f"{self.free.summary()})"
+            )
         reasons = self.teacher.failures() + self.free.failures()
         more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
         return f"VERDICT: FAIL: {reasons[0]}{more}"
@@ -170,16 +196,26 @@ class Verdict:
     def report(self) -> str:
         rows = [f"{'frame':<6}" + "".join(f"{n:>13}" for n in OUTPUT_NAMES) + "  teacher-forced"]
         for t, rel in enumerate(self.teacher.rel):
-            status = "clean" if self.teacher.clean(t) else (
-                "differs" if any(rel[n] > TENSOR_RTOL for n in FLIP_FREE_OUTPUTS) else "flip?")
-            rows.append(f"{t:<6}" + "".join(f"{rel[n]:>13.2e}" for n in OUTPUT_NAMES)
-                        + f"  {status}")
+            status = (
+                "clean"
+                if self.teacher.clean(t)
+                else (
+                    "differs" if any(rel[n] > TENSOR_RTOL for n in FLIP_FREE_OUTPUTS) else "flip?"
+                )
+            )
+            rows.append(
+                f"{t:<6}" + "".join(f"{rel[n]:>13.2e}" for n in OUTPUT_NAMES) + f"  {status}"
+            )
         drift = self.free.tensor_drift
         if drift:
-            rows.append("free-running tensor drift (informative): "
-                        + ", ".join(f"{n} {v:.1e}" for n, v in drift.items()))
-        rows.append("panoptic pixel agreement per frame: "
-                    + " ".join(f"{100 * f:.3f}%" for f in self.free.agreement))
+            rows.append(
+                "free-running tensor drift (informative): "
+                + ", ".join(f"{n} {v:.1e}" for n, v in drift.items())
+            )
+        rows.append(
+            "panoptic pixel agreement per frame: "
+            + " ".join(f"{100 * f:.3f}%" for f in self.free.agreement)
+        )
         reasons = self.teacher.failures() + self.free.failures()
         rows += [f"  {r}" for r in reasons[:12]]
         if len(reasons) > 12:

@@ -12,6 +12,7 @@
 | "tensorrt"    | engine (.engine) or ONNX (.onnx; the engine | cuda[:i]                       |
 |               | is then built next to it on first use)      |                                |
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,13 @@ log = logging.getLogger(__name__)
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 
 
-def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
-                 threads: Optional[int] = None, **kwargs: Any) -> Backend:
+def make_backend(
+    name: str,
+    model_path: Union[str, Path],
+    device: str = "cpu",
+    threads: Optional[int] = None,
+    **kwargs: Any,
+) -> Backend:
     """Build the backend ``name`` for ``model_path`` on ``device`` (a ``vknet_core`` Backend).
 
     threads: CPU intra-op threads. None = the robot defaults (README "Threads"): torch 1
@@ -45,8 +51,11 @@ def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
         import vknet_core
         from vknet_core.runtime import ROBOT_TORCH_THREADS, TorchBackend
 
-        return TorchBackend(vknet_core.load_checkpoint(model_path), device,
-                            threads=ROBOT_TORCH_THREADS if threads is None else threads)
+        return TorchBackend(
+            vknet_core.load_checkpoint(model_path),
+            device,
+            threads=ROBOT_TORCH_THREADS if threads is None else threads,
+        )
     if name == "onnxruntime":
         from vknet_export.ort_backend import OrtBackend
 
@@ -54,8 +63,9 @@ def make_backend(name: str, model_path: Union[str, Path], device: str = "cpu",
     return _tensorrt(model_path, device, **kwargs)
 
 
-def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path]] = None,
-              **kwargs: Any) -> Backend:
+def _tensorrt(
+    model_path: Path, device: str, onnx_path: Optional[Union[str, Path]] = None, **kwargs: Any
+) -> Backend:
     from vknet_export.trt_backend import TrtBackend
 
     if device == "cpu":
@@ -66,8 +76,9 @@ def _tensorrt(model_path: Path, device: str, onnx_path: Optional[Union[str, Path
         engine = model_path
         sibling = model_path.with_suffix(".onnx")
         onnx_path = onnx_path or (sibling if sibling.is_file() else None)
-    return TrtBackend(engine, device, onnx_path=onnx_path, cfg=_trt_config(engine, onnx_path),
-                      **kwargs)
+    return TrtBackend(
+        engine, device, onnx_path=onnx_path, cfg=_trt_config(engine, onnx_path), **kwargs
+    )
 
 
 def _trt_config(engine: Path, onnx_path: Optional[Union[str, Path]]) -> VKNetConfig:

@@ -13,6 +13,7 @@ Without ``--clip`` a synthetic clip of moving blobs at the network size is used.
 Exit codes: 0 PASS; 3 FAIL (the backends disagree); 2 a user error (missing or corrupt model,
 the two models are different presets, a bad size); 1 an internal error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,22 @@ from vknet_core.types import OUTPUT_NAMES
 log = logging.getLogger(__name__)
 
 # Acceptance tolerances (issue 5): cls_prob absolute, the rest relative to the output's range.
-TOLERANCES = {"cls_prob": ("abs", 1e-4), "mask_logits": ("rel", 1e-3),
-              "track_embed": ("rel", 1e-3), "cur_kernels": ("rel", 1e-3),
-              "sem_logits": ("rel", 1e-3)}
+TOLERANCES = {
+    "cls_prob": ("abs", 1e-4),
+    "mask_logits": ("rel", 1e-3),
+    "track_embed": ("rel", 1e-3),
+    "cur_kernels": ("rel", 1e-3),
+    "sem_logits": ("rel", 1e-3),
+}
 
 # (cx, cy, ax, ay, vx, vy) in image units, RGB colour: blobs that move and overlap over time.
-_BLOBS = ((0.18, 0.62, 0.09, 0.20, 0.020, 0.000, (220, 40, 40)),
-          (0.45, 0.55, 0.12, 0.16, -0.012, 0.004, (30, 60, 210)),
-          (0.72, 0.70, 0.07, 0.18, 0.010, -0.006, (240, 230, 60)),
-          (0.88, 0.35, 0.06, 0.10, -0.025, 0.010, (40, 200, 90)),
-          (0.30, 0.28, 0.05, 0.09, 0.015, 0.008, (250, 250, 250)))
+_BLOBS = (
+    (0.18, 0.62, 0.09, 0.20, 0.020, 0.000, (220, 40, 40)),
+    (0.45, 0.55, 0.12, 0.16, -0.012, 0.004, (30, 60, 210)),
+    (0.72, 0.70, 0.07, 0.18, 0.010, -0.006, (240, 230, 60)),
+    (0.88, 0.35, 0.06, 0.10, -0.025, 0.010, (40, 200, 90)),
+    (0.30, 0.28, 0.05, 0.09, 0.015, 0.008, (250, 250, 250)),
+)
 
 
 def synthetic_clip(height: int, width: int, n_frames: int = 8) -> list[np.ndarray]:
@@ -61,8 +68,9 @@ def read_clip(folder: Path, n_frames: int) -> list[np.ndarray]:
     """The first ``n_frames`` images (sorted by name) of a folder as uint8 RGB."""
     import imageio.v3 as iio
 
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[:n_frames]
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+    )[:n_frames]
     if not files:
         raise FileNotFoundError(f"no .png/.jpg images in {folder}")
     frames = []
@@ -85,23 +93,33 @@ class Comparison:
     details: list[str] = field(default_factory=list)
 
     def within_tolerance(self) -> dict[str, bool]:
-        return {n: (self.max_abs if kind == "abs" else self.max_rel)[n] <= tol
-                for n, (kind, tol) in TOLERANCES.items() if n in self.max_abs}
+        return {
+            n: (self.max_abs if kind == "abs" else self.max_rel)[n] <= tol
+            for n, (kind, tol) in TOLERANCES.items()
+            if n in self.max_abs
+        }
 
     @property
     def ok(self) -> bool:
-        return all(self.within_tolerance().values()) and self.panoptic_equal is not False \
+        return (
+            all(self.within_tolerance().values())
+            and self.panoptic_equal is not False
             and self.track_ids_equal is not False
+        )
 
     def table(self) -> str:
         ok = self.within_tolerance()
         rows = [f"{'output':<12} {'max abs':>10} {'max rel':>10}  tolerance"]
         for n in self.max_abs:
             kind, tol = TOLERANCES.get(n, ("rel", float("nan")))
-            rows.append(f"{n:<12} {self.max_abs[n]:>10.3e} {self.max_rel[n]:>10.3e}  "
-                        f"{kind} <= {tol:g}: {'ok' if ok.get(n) else 'FAIL'}")
-        rows.append(f"panoptic maps identical: {_yn(self.panoptic_equal)}; "
-                    f"track ids identical: {_yn(self.track_ids_equal)} ({self.frames} frames)")
+            rows.append(
+                f"{n:<12} {self.max_abs[n]:>10.3e} {self.max_rel[n]:>10.3e}  "
+                f"{kind} <= {tol:g}: {'ok' if ok.get(n) else 'FAIL'}"
+            )
+        rows.append(
+            f"panoptic maps identical: {_yn(self.panoptic_equal)}; "
+            f"track ids identical: {_yn(self.track_ids_equal)} ({self.frames} frames)"
+        )
         return "\n".join(rows + self.details)
 
 
@@ -109,16 +127,23 @@ def _yn(v: bool | None) -> str:
     return "n/a" if v is None else ("yes" if v else "NO")
 
 
-def compare_outputs(a: Any, b: Any, frames: Sequence[np.ndarray],
-                    num_kernels: int, channels: int) -> Comparison:
+def compare_outputs(
+    a: Any, b: Any, frames: Sequence[np.ndarray], num_kernels: int, channels: int
+) -> Comparison:
     """Raw network outputs of backends ``a`` (reference) and ``b``, each with its own state.
 
     ``frames`` must already be at the network size (uint8 [H, W, 3]).
     """
-    res = Comparison(max_abs=dict.fromkeys(OUTPUT_NAMES, 0.0),
-                     max_rel=dict.fromkeys(OUTPUT_NAMES, 0.0))
-    state = {k: {"prev_kernels": np.zeros((1, num_kernels, channels), np.float32),
-                 "has_prev": np.zeros((1,), np.float32)} for k in ("a", "b")}
+    res = Comparison(
+        max_abs=dict.fromkeys(OUTPUT_NAMES, 0.0), max_rel=dict.fromkeys(OUTPUT_NAMES, 0.0)
+    )
+    state = {
+        k: {
+            "prev_kernels": np.zeros((1, num_kernels, channels), np.float32),
+            "has_prev": np.zeros((1,), np.float32),
+        }
+        for k in ("a", "b")
+    }
     for rgb in frames:
         image = np.ascontiguousarray(rgb[None])
         out_a = a.step({"image": image, **state["a"]})
@@ -134,8 +159,13 @@ def compare_outputs(a: Any, b: Any, frames: Sequence[np.ndarray],
     return res
 
 
-def compare_pipelines(make_pipeline: Callable[[Any], Any], a: Any, b: Any,
-                      frames: Sequence[np.ndarray], res: Comparison) -> Comparison:
+def compare_pipelines(
+    make_pipeline: Callable[[Any], Any],
+    a: Any,
+    b: Any,
+    frames: Sequence[np.ndarray],
+    res: Comparison,
+) -> Comparison:
     """Run both backends through ``make_pipeline(backend)`` and compare the PanopticFrames."""
     pa, pb = make_pipeline(a), make_pipeline(b)
     res.panoptic_equal, res.track_ids_equal = True, True
@@ -143,20 +173,24 @@ def compare_pipelines(make_pipeline: Callable[[Any], Any], a: Any, b: Any,
         fa, fb = pa.step(rgb), pb.step(rgb)
         if not np.array_equal(fa.panoptic, fb.panoptic):
             res.panoptic_equal = False
-            res.details.append(f"frame {t}: panoptic differs at "
-                               f"{int((fa.panoptic != fb.panoptic).sum())} pixels")
+            res.details.append(
+                f"frame {t}: panoptic differs at {int((fa.panoptic != fb.panoptic).sum())} pixels"
+            )
         ids_a = [(s.id, s.track_id) for s in fa.segments]
         ids_b = [(s.id, s.track_id) for s in fb.segments]
         if ids_a != ids_b:  # per-pixel differences are panoptic_equal's business
             res.track_ids_equal = False
             res.details.append(f"frame {t}: track ids {ids_a} vs {ids_b}")
-        res.details.append(f"frame {t}: {len(fa.segments)} segments, tracks "
-                           f"{sorted({s.track_id for s in fa.segments if s.track_id})}")
+        res.details.append(
+            f"frame {t}: {len(fa.segments)} segments, tracks "
+            f"{sorted({s.track_id for s in fa.segments if s.track_id})}"
+        )
     return res
 
 
-def compare_backends(a: Any, b: Any, cfg: Any, frames: Sequence[np.ndarray],
-                     with_pipeline: bool = True) -> Comparison:
+def compare_backends(
+    a: Any, b: Any, cfg: Any, frames: Sequence[np.ndarray], with_pipeline: bool = True
+) -> Comparison:
     """Raw outputs at network size, then the full pipeline (if present) on the same frames."""
     res = compare_outputs(a, b, frames, cfg.num_kernels, cfg.neck.channels)
     if with_pipeline:
@@ -181,10 +215,15 @@ def _parse_backend(text: str) -> tuple[str, Path]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="compare.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", type=_parse_backend, required=True,
-                   help="reference BACKEND:PATH, e.g. torch:m.pt")
-    p.add_argument("--b", type=_parse_backend, required=True,
-                   help="compared BACKEND:PATH, e.g. onnxruntime:m.onnx")
+    p.add_argument(
+        "--a", type=_parse_backend, required=True, help="reference BACKEND:PATH, e.g. torch:m.pt"
+    )
+    p.add_argument(
+        "--b",
+        type=_parse_backend,
+        required=True,
+        help="compared BACKEND:PATH, e.g. onnxruntime:m.onnx",
+    )
     p.add_argument("--device-a", default="cpu", help="device of --a")
     p.add_argument("--device-b", default="cpu", help="device of --b")
     p.add_argument("--frames", type=int, default=8, help="clip length (>= 2)")
@@ -212,15 +251,22 @@ class _Recorder:
 def check_same_model(a: Any, b: Any, spec_a: Any, spec_b: Any) -> None:
     """Both backends must hold the same preset (architecture and labels)."""
     if a.cfg != b.cfg:
-        fields = [f for f in ("backbone", "neck", "head", "video", "labels", "pixel_mean",
-                              "pixel_std") if getattr(a.cfg, f) != getattr(b.cfg, f)]
-        raise CliError(f"--a is model {a.cfg.name!r} and --b is model {b.cfg.name!r} "
-                       f"(differing: {', '.join(fields) or 'name'}); compare needs two backends "
-                       "of the same model")
+        fields = [
+            f
+            for f in ("backbone", "neck", "head", "video", "labels", "pixel_mean", "pixel_std")
+            if getattr(a.cfg, f) != getattr(b.cfg, f)
+        ]
+        raise CliError(
+            f"--a is model {a.cfg.name!r} and --b is model {b.cfg.name!r} "
+            f"(differing: {', '.join(fields) or 'name'}); compare needs two backends "
+            "of the same model"
+        )
     fixed = [s for s in (spec_a, spec_b) if s is not None and not getattr(s, "dynamic", True)]
     if len({(s.height, s.width) for s in fixed}) > 1:
-        raise CliError(f"--a is exported for {fixed[0].height}x{fixed[0].width} and --b for "
-                       f"{fixed[1].height}x{fixed[1].width}; export both at the same size")
+        raise CliError(
+            f"--a is exported for {fixed[0].height}x{fixed[0].width} and --b for "
+            f"{fixed[1].height}x{fixed[1].width}; export both at the same size"
+        )
 
 
 def _load(make_backend: Callable[..., Any], side: str, name: str, path: Path, device: str) -> Any:
@@ -231,9 +277,11 @@ def _load(make_backend: Callable[..., Any], side: str, name: str, path: Path, de
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CliError(f"{side}: cannot load {name} model {path} ({type(e).__name__}: {first}); "
-                       "expected a vknet checkpoint (.pt) for torch or an ONNX from "
-                       "export/to_onnx.py") from e
+        raise CliError(
+            f"{side}: cannot load {name} model {path} ({type(e).__name__}: {first}); "
+            "expected a vknet checkpoint (.pt) for torch or an ONNX from "
+            "export/to_onnx.py"
+        ) from e
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -262,29 +310,40 @@ def compare(args: argparse.Namespace) -> int:
         H = args.height or (spec.height if spec is not None else 256)
         W = args.width or (spec.width if spec is not None else 512)
         if fixed and (H, W) != (spec.height, spec.width):
-            raise CliError(f"--height/--width {H}x{W} differ from the exported size "
-                           f"{spec.height}x{spec.width}")
+            raise CliError(
+                f"--height/--width {H}x{W} differ from the exported size "
+                f"{spec.height}x{spec.width}"
+            )
         if H % 32 or W % 32 or H <= 0 or W <= 0:
             raise CliError(f"network size must be positive multiples of 32, got {H}x{W}")
-        frames = (read_clip(args.clip, args.frames) if args.clip
-                  else synthetic_clip(H, W, args.frames))
+        frames = (
+            read_clip(args.clip, args.frames) if args.clip else synthetic_clip(H, W, args.frames)
+        )
         pre = PreprocessConfig(net_hw=(H, W))
         net = [to_model_input(f, pre)[0] for f in frames]
         teacher = teacher_forced(a, b, net, a.cfg.num_kernels, a.cfg.neck.channels)
         ra, rb = _Recorder(a), _Recorder(b)
         free = free_running(
             lambda be: VideoPanopticPipeline(be, a.cfg, PipelineConfig(preprocess=pre)),
-            ra, rb, frames)
-        free.tensor_drift = {n: max(float(np.abs(x[n].astype(np.float64) - y[n]).max()
-                                          / (np.abs(x[n]).max() + 1e-12))
-                                    for x, y in zip(ra.outputs, rb.outputs))
-                             for n in OUTPUT_NAMES}
+            ra,
+            rb,
+            frames,
+        )
+        free.tensor_drift = {
+            n: max(
+                float(np.abs(x[n].astype(np.float64) - y[n]).max() / (np.abs(x[n]).max() + 1e-12))
+                for x, y in zip(ra.outputs, rb.outputs)
+            )
+            for n in OUTPUT_NAMES
+        }
     finally:
         a.close()
         b.close()
     verdict = Verdict(teacher, free)
-    print(f"{args.a[0]} ({args.a[1].name}) vs {args.b[0]} ({args.b[1].name}), {H}x{W}, "
-          f"{len(frames)} frames")
+    print(
+        f"{args.a[0]} ({args.a[1].name}) vs {args.b[0]} ({args.b[1].name}), {H}x{W}, "
+        f"{len(frames)} frames"
+    )
     print(verdict.report())
     return EXIT_PASS if verdict.ok else EXIT_FAIL
 

@@ -13,6 +13,7 @@ checked. The file is read with ``torch.load(weights_only=True)``; an old checkpo
 holds other Python objects needs ``--allow-pickle``, which runs the file's pickled code: use it
 only for files from a source you trust.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,19 +53,22 @@ def load_official(path: Path, allow_pickle: bool = False) -> Any:
     except Exception as e:  # the safe loader names a refused global; anything else is corrupt
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if refused is None:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint "
-                             f"({type(e).__name__}: {_reason(e)})") from None
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {_reason(e)})"
+            ) from None
         if not allow_pickle:
             raise UnsafeCheckpointError(
                 f"{path} holds a Python object ({refused[1]}) that torch.load(weights_only=True) "
                 "does not load; if you trust where the file comes from, rerun with "
-                "--allow-pickle") from None
+                "--allow-pickle"
+            ) from None
     log.warning("--allow-pickle: unpickling %s with weights_only=False", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint "
-                         f"({type(e).__name__}: {_reason(e)})") from None
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {_reason(e)})"
+        ) from None
 
 
 def _reason(e: BaseException) -> str:
@@ -76,19 +80,26 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def read_official(path: Path, allow_pickle: bool = False
-                  ) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+def read_official(
+    path: Path, allow_pickle: bool = False
+) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
     """(state dict without ``module.`` prefixes, meta or None) of an official checkpoint:
     ``{"state_dict": ..., "meta": ...}`` or a bare state dict."""
     obj = load_official(path, allow_pickle)
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not sd or not all(
-            isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: expected an mmdet checkpoint dict with a 'state_dict' of "
-                         f"tensors, got {type(obj).__name__}")
+    if (
+        not isinstance(sd, dict)
+        or not sd
+        or not all(isinstance(v, torch.Tensor) for v in sd.values())
+    ):
+        raise ValueError(
+            f"{path}: expected an mmdet checkpoint dict with a 'state_dict' of "
+            f"tensors, got {type(obj).__name__}"
+        )
     meta = obj.get("meta") if isinstance(obj, dict) and "state_dict" in obj else None
     return {k.removeprefix("module."): v for k, v in sd.items()}, (
-        meta if isinstance(meta, dict) else None)
+        meta if isinstance(meta, dict) else None
+    )
 
 
 def official_datasets(meta: Optional[dict[str, Any]]) -> set[str]:
@@ -106,16 +117,23 @@ def check_dataset(meta: Optional[dict[str, Any]], preset: str, path: Path) -> No
     want = get_preset(preset).labels.dataset
     found = official_datasets(meta)
     if not found:
-        log.warning("%s has no training config in its meta: cannot check that it was trained on "
-                    "%s (preset %s)", path, want, preset)
+        log.warning(
+            "%s has no training config in its meta: cannot check that it was trained on "
+            "%s (preset %s)",
+            path,
+            want,
+            preset,
+        )
     elif want not in found:
         raise ConversionError(
             f"{path} was trained on {', '.join(sorted(found))} (its meta config says so), but "
-            f"preset {preset!r} is for {want}; choose the preset of that dataset")
+            f"preset {preset!r} is for {want}; choose the preset of that dataset"
+        )
 
 
-def convert_official(preset: str, input_path: Path, output: Path,
-                     allow_pickle: bool = False) -> tuple[Path, dict[str, str]]:
+def convert_official(
+    preset: str, input_path: Path, output: Path, allow_pickle: bool = False
+) -> tuple[Path, dict[str, str]]:
     """Convert ``input_path`` for ``preset``; returns (output path, {dropped key: reason}).
 
     Nothing is written unless every check passes (the output is written atomically).
@@ -135,9 +153,12 @@ def parse_args(argv: Optional[list[str]]) -> Any:
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS), help="model preset")
     ap.add_argument("--input", required=True, type=Path, help="official .pth checkpoint")
     ap.add_argument("--output", required=True, type=Path, help="vknet checkpoint to write")
-    ap.add_argument("--allow-pickle", action="store_true",
-                    help="if the safe loader (weights_only=True) refuses the file, unpickle it "
-                    "fully; this runs code stored in the file, so only for trusted files")
+    ap.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="if the safe loader (weights_only=True) refuses the file, unpickle it "
+        "fully; this runs code stored in the file, so only for trusted files",
+    )
     return ap.parse_args(argv)
 
 

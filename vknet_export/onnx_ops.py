@@ -7,6 +7,7 @@ The TorchScript exporter names each node after the module that produced it
     report = check_graph(onnx.load("m.onnx"))
     if not report.ok: raise RuntimeError(report.describe())
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 # ONNX ops the TensorRT 10 ONNX parser imports (onnx-tensorrt docs/operators.md, TensorRT 10.x),
 # minus the ones it lists as unsupported. ``If``/``Loop``/``Scan``/``NonZero``/``Einsum`` parse
 # but are refused below as data-dependent or partially supported.
-TRT_SUPPORTED_OPS: frozenset[str] = frozenset("""
+TRT_SUPPORTED_OPS: frozenset[str] = frozenset(
+    """
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool
 BatchNormalization BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv
 ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu
@@ -37,15 +39,24 @@ ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize Re
 RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid
 Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
 Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 # Ops whose output shape depends on tensor values, or that hide control flow / partial support.
 DATA_DEPENDENT_OPS: frozenset[str] = frozenset(
     {"NonZero", "Loop", "If", "Scan", "Unique", "Compress", "NonMaxSuppression"}
 )
 PARTIAL_SUPPORT_OPS: frozenset[str] = frozenset({"Einsum"})  # video_knet.md §10.1 item 6
-_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
-                         "RandomUniformLike", "Bernoulli", "Multinomial"})
+_RANDOM_OPS = frozenset(
+    {
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Bernoulli",
+        "Multinomial",
+    }
+)
 _FOLD_MAX_ELEMENTS = 1 << 22  # never materialise a folded constant bigger than this
 
 
@@ -126,8 +137,9 @@ def check_graph(model) -> GraphReport:
     if inputs_static:
         for v in inferred.graph.output:
             if _static_dims(v) is None:
-                report.findings.append(Finding("output", v.name, "shape is not static although "
-                                               "every input shape is"))
+                report.findings.append(
+                    Finding("output", v.name, "shape is not static although every input shape is")
+                )
     return report
 
 
@@ -182,12 +194,18 @@ def fold_once(model):
         folded += 1
     used = {i for n in kept for i in _all_inputs(n)} | out_names
     new_graph = onnx.helper.make_graph(
-        kept, model.graph.name, list(model.graph.input), list(model.graph.output),
+        kept,
+        model.graph.name,
+        list(model.graph.input),
+        list(model.graph.output),
         initializer=[numpy_helper.from_array(consts[k], k) for k in consts if k in used],
     )
-    new = onnx.helper.make_model(new_graph, opset_imports=list(model.opset_import),
-                                 producer_name=model.producer_name,
-                                 producer_version=model.producer_version)
+    new = onnx.helper.make_model(
+        new_graph,
+        opset_imports=list(model.opset_import),
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+    )
     new.ir_version = model.ir_version
     new.metadata_props.extend(model.metadata_props)
     log.info("folded %d constant nodes, %d remain", folded, len(kept))

@@ -8,12 +8,14 @@ onnxruntime build lacks is an error naming the providers it has (no silent CPU f
 ``be.device`` is the torch device the graph runs on (CUDA for the cuda and tensorrt providers),
 so the pipeline merges there. The model config comes from the graph's metadata unless given.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -23,12 +25,18 @@ from vknet_core.io_spec import OUTPUT_NAMES, IOSpec, TensorSpec, check_feeds, fr
 
 log = logging.getLogger(__name__)
 
-_ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16",
-               "tensor(int64)": "int64", "tensor(int32)": "int32"}
+_ORT_DTYPES = {
+    "tensor(uint8)": "uint8",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
 
-def providers_for(device: str, available: list[str],
-                  trt_cache_dir: Optional[Union[str, Path]] = None) -> list:
+def providers_for(
+    device: str, available: list[str], trt_cache_dir: Optional[Union[str, Path]] = None
+) -> list:
     """ONNX Runtime providers (with options) for a device string; raises if one is missing."""
     kind, _, index = device.partition(":")
     dev_id = int(index) if index else 0
@@ -54,8 +62,11 @@ def providers_for(device: str, available: list[str],
             opts = {"device_id": dev_id}
             if trt_cache_dir is not None:
                 os.makedirs(trt_cache_dir, exist_ok=True)
-                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache_dir),
-                            trt_timing_cache_enable=True)
+                opts.update(
+                    trt_engine_cache_enable=True,
+                    trt_engine_cache_path=str(trt_cache_dir),
+                    trt_timing_cache_enable=True,
+                )
             out.append((p, opts))
         else:
             out.append(p)
@@ -75,10 +86,14 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Union[str, Path], device: str = "cpu",
-                 threads: Optional[int] = None,
-                 trt_cache_dir: Optional[Union[str, Path]] = None,
-                 cfg: Optional[VKNetConfig] = None):
+    def __init__(
+        self,
+        model_path: Union[str, Path],
+        device: str = "cpu",
+        threads: Optional[int] = None,
+        trt_cache_dir: Optional[Union[str, Path]] = None,
+        cfg: Optional[VKNetConfig] = None,
+    ):
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -96,18 +111,25 @@ class OrtBackend:
         providers = providers_for(device, ort.get_available_providers(), trt_cache_dir)
         try:
             self._session: Optional[ort.InferenceSession] = ort.InferenceSession(
-                str(model_path), sess_options=opts, providers=providers)
+                str(model_path), sess_options=opts, providers=providers
+            )
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise RuntimeError(f"onnxruntime could not load {model_path}: {e}") from e
         self.device = network_device(device)
         self.spec = _spec_from_session(self._session)
-        self.cfg = cfg if cfg is not None else from_metadata(
-            self._session.get_modelmeta().custom_metadata_map, str(model_path))[0]
+        self.cfg = (
+            cfg
+            if cfg is not None
+            else from_metadata(self._session.get_modelmeta().custom_metadata_map, str(model_path))[
+                0
+            ]
+        )
         outs = tuple(o.name for o in self._session.get_outputs())
         if outs != OUTPUT_NAMES:
             raise ValueError(f"{model_path} outputs {list(outs)}, expected {list(OUTPUT_NAMES)}")
-        log.info("onnxruntime %s on %s (%s)", model_path.name, device,
-                 self._session.get_providers())
+        log.info(
+            "onnxruntime %s on %s (%s)", model_path.name, device, self._session.get_providers()
+        )
 
     def step(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One frame: feeds {image, prev_kernels, has_prev} -> the five outputs (numpy)."""
@@ -120,7 +142,7 @@ class OrtBackend:
     def close(self) -> None:
         self._session = None
 
-    def __enter__(self) -> "OrtBackend":
+    def __enter__(self) -> OrtBackend:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -139,5 +161,6 @@ def _spec_from_session(session) -> IOSpec:
         raise ValueError(f"graph has no 'image' [1,H,W,3] input; inputs: {inputs}")
     H, W = image.shape[1:3]
     dynamic = not (isinstance(H, int) and isinstance(W, int))
-    return IOSpec(inputs, outputs, H if isinstance(H, int) else 0,
-                  W if isinstance(W, int) else 0, dynamic)
+    return IOSpec(
+        inputs, outputs, H if isinstance(H, int) else 0, W if isinstance(W, int) else 0, dynamic
+    )

@@ -22,18 +22,21 @@ quantizing every op took STQ to 0.001), weights int8 per output channel with ``r
 (7-bit weights: no saturation in the u8 x s8 AVX2 dot product), activations uint8 asymmetric,
 ranges by MinMax on the calibration frames.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from vknet_core.atomic import atomic_path
 from vknet_core.preprocess import PreprocessConfig, to_model_input
+from vknet_export.to_onnx import read_metadata  # also used by vknet_training.quantize
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,12 @@ class QuantRecipe:
 # The head's 1x1 convolutions make the mask features, the initial kernels and the semantic
 # logits at stride 8 (few FLOPs); their int8 rounding goes straight into mask logits and
 # track embeddings.
-HEAD = ("/model/kernel_head/", "/model/stages.", "/model/sem_fpn/conv_pred",
-        "/model/sem_fpn/aux_conv")
+HEAD = (
+    "/model/kernel_head/",
+    "/model/stages.",
+    "/model/sem_fpn/conv_pred",
+    "/model/sem_fpn/aux_conv",
+)
 RECIPES = {
     "conv": QuantRecipe(exclude=HEAD),  # the shipped recipe: backbone + necks
     "conv_all": QuantRecipe(),
@@ -82,12 +89,12 @@ class QuantizeInfo:
 
 def graph_input_size(onnx_path: Union[str, Path]) -> tuple[int, int]:
     """(H, W) of a fixed-size exported graph's ``image`` input; ValueError for a dynamic one."""
-    from vknet_export.to_onnx import read_metadata
-
     _, spec = read_metadata(onnx_path)
     if spec.dynamic:
-        raise ValueError(f"{onnx_path} has dynamic height/width; quantize a fixed-size export "
-                         "(export/to_onnx.py without --dynamic): calibration ranges depend on it")
+        raise ValueError(
+            f"{onnx_path} has dynamic height/width; quantize a fixed-size export "
+            "(export/to_onnx.py without --dynamic): calibration ranges depend on it"
+        )
     return int(spec.height), int(spec.width)
 
 
@@ -100,16 +107,21 @@ class StateFeedbackReader:
     are reduced one frame at a time, so memory does not grow with the number of frames.
     """
 
-    def __init__(self, fp32_path: Union[str, Path],
-                 sequences: Iterable[Iterable[np.ndarray]], max_frames: Optional[int] = None):
+    def __init__(
+        self,
+        fp32_path: Union[str, Path],
+        sequences: Iterable[Iterable[np.ndarray]],
+        max_frames: Optional[int] = None,
+    ):
         import onnxruntime as ort
 
         self.height, self.width = graph_input_size(fp32_path)
         pre = PreprocessConfig(net_hw=(self.height, self.width))
         opts = ort.SessionOptions()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(fp32_path), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(fp32_path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         shape = session.get_inputs()[1].shape  # prev_kernels [1, N, C]
         zeros = np.zeros((1, int(shape[1]), int(shape[2])), np.float32)
         self.feeds: list[dict[str, np.ndarray]] = []
@@ -140,10 +152,13 @@ class StateFeedbackReader:
         return next(self._it, None)
 
 
-def quantize_onnx(fp32_path: Union[str, Path], output: Union[str, Path],
-                  sequences: Iterable[Iterable[np.ndarray]],
-                  recipe: QuantRecipe = RECIPES["conv"],
-                  max_frames: Optional[int] = None) -> QuantizeInfo:
+def quantize_onnx(
+    fp32_path: Union[str, Path],
+    output: Union[str, Path],
+    sequences: Iterable[Iterable[np.ndarray]],
+    recipe: QuantRecipe = RECIPES["conv"],
+    max_frames: Optional[int] = None,
+) -> QuantizeInfo:
     """Calibrate on ``sequences`` and write the int8 QDQ graph to ``output`` (atomically).
 
     Raises ValueError when the graph is dynamic-size or no calibration frame was given, and
@@ -180,38 +195,57 @@ def quantize_onnx(fp32_path: Union[str, Path], output: Union[str, Path],
 
     src = onnx.load(str(fp32_path))
     meta = {p.key: p.value for p in src.metadata_props}
-    excluded = [n.name for n in src.graph.node if n.name.startswith(recipe.exclude)] \
-        if recipe.exclude else []
+    excluded = (
+        [n.name for n in src.graph.node if n.name.startswith(recipe.exclude)]
+        if recipe.exclude
+        else []
+    )
     with atomic_path(output) as tmp:
         quantize_static(
-            str(fp32_path), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(recipe.op_types), per_channel=recipe.per_channel,
+            str(fp32_path),
+            str(tmp),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(recipe.op_types),
+            per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range,
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=getattr(QuantType, recipe.weight_type),
             calibrate_method=getattr(CalibrationMethod, recipe.calibrate_method),
             nodes_to_exclude=excluded,
             # MinMax: reduce each frame to its range at once (exact; memory of one frame)
-            extra_options={"CalibStridedMinMax": 1} if recipe.calibrate_method == "MinMax"
+            extra_options={"CalibStridedMinMax": 1}
+            if recipe.calibrate_method == "MinMax"
             else None,
         )
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
-        meta[META_QUANT] = json.dumps({"recipe": asdict(recipe), "calibration_frames":
-                                       base.frames, "calibration_sequences": base.sequences,
-                                       "fp32_model": fp32_path.name})
+        meta[META_QUANT] = json.dumps(
+            {
+                "recipe": asdict(recipe),
+                "calibration_frames": base.frames,
+                "calibration_sequences": base.sequences,
+                "fp32_model": fp32_path.name,
+            }
+        )
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
-        proto.doc_string = (src.doc_string + " | " if src.doc_string else "") + \
-            f"int8 QDQ ({', '.join(recipe.op_types)})"
+        proto.doc_string = (
+            src.doc_string + " | " if src.doc_string else ""
+        ) + f"int8 QDQ ({', '.join(recipe.op_types)})"
         onnx.save(proto, str(tmp))
         try:
             ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise RuntimeError(f"onnxruntime cannot load the quantized graph: {e}") from e
         n_q = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
-    log.info("wrote %s: %d QuantizeLinear nodes, calibrated on %d frames in %d clips", output,
-             n_q, base.frames, base.sequences)
+    log.info(
+        "wrote %s: %d QuantizeLinear nodes, calibrated on %d frames in %d clips",
+        output,
+        n_q,
+        base.frames,
+        base.sequences,
+    )
     return QuantizeInfo(output, recipe, base.sequences, base.frames, n_q)
 
 

@@ -11,6 +11,7 @@ fixed size every shape computation and the positional encoding are folded into c
 ``onnx.checker``, the TensorRT op check and an ONNX Runtime smoke run against PyTorch pass.
 The model's config and network size travel in the ONNX metadata (``read_metadata``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,17 @@ class ExportResult:
     max_abs_diff: dict[str, float]  # ORT vs PyTorch on the smoke-run inputs
 
 
-def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[str] = None,
-               seed: int = 0) -> VideoKNet:
+def load_model(
+    checkpoint: Optional[Union[str, Path]] = None, preset: Optional[str] = None, seed: int = 0
+) -> VideoKNet:
     """A checkpoint (``vknet_core.load_checkpoint``) or a preset with seeded random weights."""
     import vknet_core
 
     if (checkpoint is None) == (preset is None):
-        raise ValueError(f"give exactly one of checkpoint or preset, got checkpoint={checkpoint!r}"
-                         f" preset={preset!r}")
+        raise ValueError(
+            f"give exactly one of checkpoint or preset, got checkpoint={checkpoint!r}"
+            f" preset={preset!r}"
+        )
     if checkpoint is not None:
         return vknet_core.load_checkpoint(checkpoint)
     torch.manual_seed(seed)
@@ -65,9 +69,15 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
     return vknet_core.build_model(preset).eval()
 
 
-def export_model(model: VideoKNet, output: Union[str, Path], height: int, width: int,
-                 opset: int = 17, dynamic: bool = False,
-                 check_trt_ops: bool = True) -> ExportResult:
+def export_model(
+    model: VideoKNet,
+    output: Union[str, Path],
+    height: int,
+    width: int,
+    opset: int = 17,
+    dynamic: bool = False,
+    check_trt_ops: bool = True,
+) -> ExportResult:
     """Export ``FrameStep(model)`` at ``height`` x ``width`` to ``output`` (atomically).
 
     Raises RuntimeError (nothing written) when the checker, the TensorRT op check or the ONNX
@@ -87,9 +97,15 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings on shape ints: shapes are fixed
             torch.onnx.export(
-                step, args, str(tmp), input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES), opset_version=opset,
-                dynamic_axes=spec.dynamic_axes(), do_constant_folding=True, dynamo=False,
+                step,
+                args,
+                str(tmp),
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamic_axes=spec.dynamic_axes(),
+                do_constant_folding=True,
+                dynamo=False,
             )
         proto = onnx.load(str(tmp))
         proto = fold_constants(proto)  # fixed size: everything but the network; dynamic: less
@@ -101,7 +117,8 @@ def export_model(model: VideoKNet, output: Union[str, Path], height: int, width:
         log.info("graph ops: %s", report.describe())
         if check_trt_ops and not report.ok:
             raise RuntimeError(
-                f"exported graph has ops TensorRT cannot take:\n{report.describe()}")
+                f"exported graph has ops TensorRT cannot take:\n{report.describe()}"
+            )
         onnx.save(proto, str(tmp))
         diffs = smoke_run(tmp, step, spec)
     log.info("wrote %s (%.1f MB)", output, output.stat().st_size / 1e6)
@@ -120,8 +137,10 @@ def smoke_run(onnx_path: Union[str, Path], step: FrameStep, spec: IOSpec) -> dic
     got_in = [i.name for i in sess.get_inputs()]
     got_out = [o.name for o in sess.get_outputs()]
     if got_in != list(INPUT_NAMES) or got_out != list(OUTPUT_NAMES):
-        raise RuntimeError(f"graph I/O is {got_in} -> {got_out}, expected "
-                           f"{list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+        raise RuntimeError(
+            f"graph I/O is {got_in} -> {got_out}, expected "
+            f"{list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
+        )
     feeds = dummy_inputs(spec, seed=1)  # not the tracing sample
     diffs: dict[str, float] = {}
     for frame in range(2):
@@ -131,15 +150,19 @@ def smoke_run(onnx_path: Union[str, Path], step: FrameStep, spec: IOSpec) -> dic
         for name, r in zip(OUTPUT_NAMES, ref):
             o = onnx_out[name]
             if tuple(o.shape) != tuple(r.shape) or not np.isfinite(o).all():
-                raise RuntimeError(f"ORT output {name!r}: shape {list(o.shape)} (expected "
-                                   f"{list(r.shape)}), finite={bool(np.isfinite(o).all())}")
+                raise RuntimeError(
+                    f"ORT output {name!r}: shape {list(o.shape)} (expected "
+                    f"{list(r.shape)}), finite={bool(np.isfinite(o).all())}"
+                )
             diffs[name] = float(np.abs(o - r.numpy()).max())
         feeds = dict(feeds, prev_kernels=onnx_out["cur_kernels"], has_prev=np.ones(1, np.float32))
         log.info("smoke run frame %d: max abs diff %s", frame, diffs)
         for name, tol in SMOKE_TOL.items():
             if diffs[name] > tol:
-                raise RuntimeError(f"ORT and PyTorch disagree on {name!r} at frame {frame}: "
-                                   f"max abs diff {diffs[name]:.3g} > {tol}")
+                raise RuntimeError(
+                    f"ORT and PyTorch disagree on {name!r} at frame {frame}: "
+                    f"max abs diff {diffs[name]:.3g} > {tol}"
+                )
     return diffs
 
 
@@ -155,8 +178,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="vknet checkpoint (.pt)")
-    src.add_argument("--preset", choices=sorted(PRESETS),
-                     help="preset name with random weights (tests, benchmarks)")
+    src.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="preset name with random weights (tests, benchmarks)",
+    )
     p.add_argument("--height", type=int, required=True, help="network input height (x32)")
     p.add_argument("--width", type=int, required=True, help="network input width (x32)")
     p.add_argument("--output", type=Path, required=True, help="output .onnx path")
@@ -169,8 +195,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def export_cli(args: argparse.Namespace) -> ExportResult:
     """What ``main`` runs: arguments checked before the model is built or a file written."""
     if args.height <= 0 or args.width <= 0 or args.height % 32 or args.width % 32:
-        raise ValueError(f"--height and --width must be positive multiples of 32, got "
-                         f"{args.height}x{args.width} (e.g. 384x1248)")
+        raise ValueError(
+            f"--height and --width must be positive multiples of 32, got "
+            f"{args.height}x{args.width} (e.g. 384x1248)"
+        )
     if args.output.is_dir():
         raise IsADirectoryError(f"--output {args.output} is a folder; expected a .onnx path")
     model = load_model(args.checkpoint, args.preset, args.seed)
@@ -183,10 +211,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> int:
         res = export_cli(args)
-        print(f"wrote {res.path}: {sum(res.op_counts.values())} nodes, "
-              f"inputs {[(t.name, list(t.shape), t.dtype) for t in res.spec.inputs]}")
-        print("ORT vs PyTorch max abs diff: "
-              + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items()))
+        print(
+            f"wrote {res.path}: {sum(res.op_counts.values())} nodes, "
+            f"inputs {[(t.name, list(t.shape), t.dtype) for t in res.spec.inputs]}"
+        )
+        print(
+            "ORT vs PyTorch max abs diff: "
+            + ", ".join(f"{k} {v:.2e}" for k, v in res.max_abs_diff.items())
+        )
         return 0
 
     return run_cli("to_onnx.py", body)

@@ -8,6 +8,7 @@ The engine's cache key (``vknet_export.engine_cache``) is checked before deseria
 TensorRT upgrade or another GPU rebuilds the engine instead of crashing. The model config is
 given at construction (``backends.make_backend`` reads it from the ONNX or the cache key).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,16 +33,24 @@ class TrtBackend:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Union[str, Path], device: str = "cuda:0",
-                 onnx_path: Optional[Union[str, Path]] = None, fp16: bool = False,
-                 can_build: bool = True, options: Optional[BuildOptions] = None,
-                 cfg: Optional[VKNetConfig] = None):
+    def __init__(
+        self,
+        engine_path: Union[str, Path],
+        device: str = "cuda:0",
+        onnx_path: Optional[Union[str, Path]] = None,
+        fp16: bool = False,
+        can_build: bool = True,
+        options: Optional[BuildOptions] = None,
+        cfg: Optional[VKNetConfig] = None,
+    ):
         import torch
 
         trt = import_trt()
         if not str(device).startswith("cuda") or not torch.cuda.is_available():
-            raise EngineCacheError(f"TensorRT needs a CUDA device, got device={device!r} "
-                                   f"(cuda available: {torch.cuda.is_available()})")
+            raise EngineCacheError(
+                f"TensorRT needs a CUDA device, got device={device!r} "
+                f"(cuda available: {torch.cuda.is_available()})"
+            )
         if cfg is None:
             if onnx_path is None:
                 raise ValueError(f"TrtBackend({engine_path}): give cfg or onnx_path")
@@ -58,8 +67,10 @@ class TrtBackend:
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self._engine is None:
-            raise EngineCacheError(f"TensorRT could not deserialize {engine_path}; rebuild it "
-                                   "with export/to_trt.py --force")
+            raise EngineCacheError(
+                f"TensorRT could not deserialize {engine_path}; rebuild it "
+                "with export/to_trt.py --force"
+            )
         self._context = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream(self.device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -68,19 +79,26 @@ class TrtBackend:
         self._outputs = [n for n in names if not is_input[n]]
         if tuple(self._outputs) != OUTPUT_NAMES and set(self._outputs) != set(OUTPUT_NAMES):
             raise ValueError(f"engine outputs {self._outputs}, expected {list(OUTPUT_NAMES)}")
-        self._dtypes = {n: _torch_dtype(torch, trt, self._engine.get_tensor_dtype(n))
-                        for n in names}
+        self._dtypes = {
+            n: _torch_dtype(torch, trt, self._engine.get_tensor_dtype(n)) for n in names
+        }
         self.spec = self._make_spec(names, is_input)
         self._buffers: dict[str, torch.Tensor] = {}
         self._host: dict[str, torch.Tensor] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
-        log.info("TensorRT %s: %s on %s", trt.__version__, Path(engine_path).name,
-                 torch.cuda.get_device_name(self.device))
+        log.info(
+            "TensorRT %s: %s on %s",
+            trt.__version__,
+            Path(engine_path).name,
+            torch.cuda.get_device_name(self.device),
+        )
 
     def _make_spec(self, names, is_input) -> IOSpec:
         def spec(n: str) -> TensorSpec:
-            dims = tuple(int(d) if d >= 0 else f"dim{i}"
-                         for i, d in enumerate(self._engine.get_tensor_shape(n)))
+            dims = tuple(
+                int(d) if d >= 0 else f"dim{i}"
+                for i, d in enumerate(self._engine.get_tensor_shape(n))
+            )
             return TensorSpec(n, dims, str(self._dtypes[n]).replace("torch.", ""))
 
         inputs = tuple(spec(n) for n in self._inputs)
@@ -97,8 +115,10 @@ class TrtBackend:
             return
         for n in self._inputs:
             if not self._context.set_input_shape(n, shapes[n]):
-                raise ValueError(f"input {n!r} shape {list(shapes[n])} is outside the engine's "
-                                 "optimisation profile")
+                raise ValueError(
+                    f"input {n!r} shape {list(shapes[n])} is outside the engine's "
+                    "optimisation profile"
+                )
         for n in self._inputs + self._outputs:
             shape = shapes[n] if n in shapes else tuple(self._context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
@@ -140,8 +160,14 @@ class TrtBackend:
 
 def _torch_dtype(torch, trt, dt):
     D = trt.DataType  # member names are stable across TensorRT 8-11; aliases vary
-    table = {D.FLOAT: torch.float32, D.HALF: torch.float16, D.UINT8: torch.uint8,
-             D.INT32: torch.int32, D.INT64: torch.int64, D.BOOL: torch.bool}
+    table = {
+        D.FLOAT: torch.float32,
+        D.HALF: torch.float16,
+        D.UINT8: torch.uint8,
+        D.INT32: torch.int32,
+        D.INT64: torch.int64,
+        D.BOOL: torch.bool,
+    }
     if dt not in table:
         raise ValueError(f"unsupported TensorRT tensor dtype {dt}")
     return table[dt]

@@ -1,4 +1,5 @@
 """``python -m vknet_ros --ros-args -p backend:=torch -r image:=/camera/image_raw``."""
+
 import sys
 
 from vknet_ros.node import main

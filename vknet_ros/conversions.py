@@ -12,7 +12,8 @@ header unchanged; the latched ``~/labels`` JSON (``std_msgs/String``).
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
@@ -59,11 +60,14 @@ def image_to_rgb(msg: Image, use_cv_bridge: bool = HAVE_CV_BRIDGE) -> np.ndarray
             if msg.encoding not in SUPPORTED_ENCODINGS:
                 raise ConversionError(
                     f"unsupported image encoding {msg.encoding!r} (cv_bridge: {e}); expected "
-                    f"one cv_bridge converts or one of {list(SUPPORTED_ENCODINGS)}") from e
+                    f"one cv_bridge converts or one of {list(SUPPORTED_ENCODINGS)}"
+                ) from e
             raise ConversionError(f"cv_bridge could not convert {msg.encoding}: {e}") from e
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ConversionError(f"cv_bridge gave {rgb.dtype} {rgb.shape} for {msg.encoding}; "
-                                  "expected uint8 [H, W, 3]")
+            raise ConversionError(
+                f"cv_bridge gave {rgb.dtype} {rgb.shape} for {msg.encoding}; "
+                "expected uint8 [H, W, 3]"
+            )
         return np.ascontiguousarray(rgb)
     return decode_rgb(msg)
 
@@ -76,8 +80,9 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Optional[Header] = No
     return msg
 
 
-def rgb_to_compressed(rgb: np.ndarray, header: Optional[Header] = None,
-                      fmt: str = "jpeg", quality: int = 95) -> CompressedImage:
+def rgb_to_compressed(
+    rgb: np.ndarray, header: Optional[Header] = None, fmt: str = "jpeg", quality: int = 95
+) -> CompressedImage:
     """uint8 RGB ``[H, W, 3]`` -> CompressedImage (``jpeg`` or ``png``)."""
     import cv2
 
@@ -95,17 +100,25 @@ def rgb_to_compressed(rgb: np.ndarray, header: Optional[Header] = None,
     return msg
 
 
-def frame_to_images(frame: PanopticFrame, header: Header,
-                    outputs: Iterable[str] = ("panoptic", "instance_ids", "semantic"),
-                    ) -> dict[str, Image]:
+def frame_to_images(
+    frame: PanopticFrame,
+    header: Header,
+    outputs: Iterable[str] = ("panoptic", "instance_ids", "semantic"),
+) -> dict[str, Image]:
     """PanopticFrame -> ``{output name: Image}`` with the input ``header`` unchanged."""
-    return {name: array_to_image(arr, enc, header)
-            for name, (enc, arr) in output_arrays(frame, outputs).items()}
+    return {
+        name: array_to_image(arr, enc, header)
+        for name, (enc, arr) in output_arrays(frame, outputs).items()
+    }
 
 
-def labels_to_msg(class_names: Sequence[str], thing_ids: Sequence[int],
-                  palette: Sequence[Sequence[int]], label_divisor: int,
-                  ignore_label: int = 255) -> String:
+def labels_to_msg(
+    class_names: Sequence[str],
+    thing_ids: Sequence[int],
+    palette: Sequence[Sequence[int]],
+    label_divisor: int,
+    ignore_label: int = 255,
+) -> String:
     """The latched ``~/labels`` message (JSON, see ``vknet_core.image_encodings.labels_doc``)."""
     return String(data=labels_doc(class_names, thing_ids, palette, label_divisor, ignore_label))
 

@@ -11,6 +11,7 @@ Writes ``OUT/overlay.gif`` and ``overlay.mp4``,
 ``OUT/overlay/*.png``, ``OUT/panoptic/*.png`` (KITTI-STEP: R = class, G*256+B = track id) and
 ``OUT/summary.json``, and prints frames per second and latency (publish -> panoptic received).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], gif_fps: float) -> 
         imageio.mimsave(out / "overlay.gif", overlays, duration=1000.0 / gif_fps, loop=0)
         files.append(str(out / "overlay.gif"))
         h, w = overlays[0].shape[:2]
-        writer = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                 gif_fps, (w, h))
+        writer = cv2.VideoWriter(
+            str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), gif_fps, (w, h)
+        )
         if writer.isOpened():
             for vis in overlays:
                 writer.write(np.ascontiguousarray(vis[..., ::-1]))
@@ -80,9 +82,18 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], gif_fps: float) -> 
     return files
 
 
-def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: float = 10.0,
-             height: int = 192, width: int = 384, seed: int = 1234, backend: str = "torch",
-             device: str = "cpu", timeout: float = 120.0) -> DemoResult:
+def run_demo(
+    out: Path,
+    model: Optional[Path] = None,
+    frames: int = 60,
+    rate: float = 10.0,
+    height: int = 192,
+    width: int = 384,
+    seed: int = 1234,
+    backend: str = "torch",
+    device: str = "cpu",
+    timeout: float = 120.0,
+) -> DemoResult:
     """Run camera + node + recorder for ``frames`` frames at ``rate`` Hz; write ``out``."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -101,8 +112,11 @@ def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: fl
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     executor = MultiThreadedExecutor(num_threads=3, context=ctx)
-    overrides = [Parameter("backend", value=backend), Parameter("device", value=device),
-                 Parameter("outputs.overlay", value=True)]
+    overrides = [
+        Parameter("backend", value=backend),
+        Parameter("device", value=device),
+        Parameter("outputs.overlay", value=True),
+    ]
     if model is not None:
         overrides.append(Parameter("model", value=str(model)))
     vk = VKNetNode(context=ctx, parameter_overrides=overrides)
@@ -122,6 +136,7 @@ def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: fl
                 rec = by_stamp.setdefault(key, {})
                 rec[name] = image_to_numpy(msg).copy()
                 rec[f"{name}_t"] = t
+
         return cb
 
     topic = "/vknet_node/"
@@ -135,13 +150,17 @@ def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: fl
         if not autostart(vk):
             raise RuntimeError("vknet_node did not activate (see the error above)")
         t_end = time.monotonic() + timeout
-        while pub.get_subscription_count() == 0 or \
-                vk._pubs["overlay"].get_subscription_count() == 0:
+        while (
+            pub.get_subscription_count() == 0 or vk._pubs["overlay"].get_subscription_count() == 0
+        ):
             if time.monotonic() > t_end:
                 raise TimeoutError("vknet_node and the camera did not discover each other")
             time.sleep(0.05)
-        print(f"demo: publishing {frames} synthetic {width}x{height} frames at {rate:g} Hz "
-              f"on {pub.topic_name}", flush=True)
+        print(
+            f"demo: publishing {frames} synthetic {width}x{height} frames at {rate:g} Hz "
+            f"on {pub.topic_name}",
+            flush=True,
+        )
         period = 1.0 / rate
         t_next = time.monotonic()
         for rgb in images:
@@ -168,8 +187,11 @@ def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: fl
             n.destroy_node()
         rclpy.try_shutdown(context=ctx)
     with lock:
-        records = [dict(by_stamp[k], stamp=k) for k in sorted(by_stamp)
-                   if "panoptic" in by_stamp[k] and "instance_ids" in by_stamp[k]]
+        records = [
+            dict(by_stamp[k], stamp=k)
+            for k in sorted(by_stamp)
+            if "panoptic" in by_stamp[k] and "instance_ids" in by_stamp[k]
+        ]
     if not records:
         raise RuntimeError("no segmented frames came back from vknet_node")
     lat = np.array([(r["panoptic_t"] - sent_at[r["stamp"]]) * 1e3 for r in records])
@@ -182,30 +204,45 @@ def run_demo(out: Path, model: Optional[Path] = None, frames: int = 60, rate: fl
                 life[int(tid)] = life.get(int(tid), 0) + 1
     files = _write_outputs(out, records, gif_fps=min(rate, 10.0))
     result = DemoResult(
-        frames_published=len(images), frames_segmented=len(records), fps=float(fps),
-        latency_mean_ms=float(lat.mean()), latency_p95_ms=float(np.percentile(lat, 95)),
-        node_pipeline_mean_ms=float(pipeline_ms), tracks_seen=len(life),
-        longest_track_frames=max(life.values(), default=0), files=files,
+        frames_published=len(images),
+        frames_segmented=len(records),
+        fps=float(fps),
+        latency_mean_ms=float(lat.mean()),
+        latency_p95_ms=float(np.percentile(lat, 95)),
+        node_pipeline_mean_ms=float(pipeline_ms),
+        tracks_seen=len(life),
+        longest_track_frames=max(life.values(), default=0),
+        files=files,
     )
     (out / "summary.json").write_text(json.dumps(asdict(result), indent=2))
     return result
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    p.add_argument("--model", type=Path, default=None,
-                   help="model file (default: the shipped vknet_ros/models/tiny_synthetic.pt)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="inference backend")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file (default: the shipped vknet_ros/models/tiny_synthetic.pt)",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        help="inference backend",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--frames", type=int, default=60, help="frames the camera publishes")
     p.add_argument("--rate", type=float, default=10.0, help="camera rate [Hz]")
     p.add_argument("--height", type=int, default=192, help="camera image height")
     p.add_argument("--width", type=int, default=384, help="camera image width")
-    p.add_argument("--seed", type=int, default=1234,
-                   help="synthetic scene seed (held out from training)")
+    p.add_argument(
+        "--seed", type=int, default=1234, help="synthetic scene seed (held out from training)"
+    )
     return p.parse_args(argv)
 
 
@@ -216,19 +253,34 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     model = args.model or DEFAULT_MODEL
     if not Path(model).is_file():
-        print(f"demo: model file not found: {model}\n"
-              "  the shipped tiny model is trained by training/train.py (see training/RESULTS.md);"
-              " pass --model PATH to use another checkpoint")
+        print(
+            f"demo: model file not found: {model}\n"
+            "  the shipped tiny model is trained by training/train.py (see training/RESULTS.md);"
+            " pass --model PATH to use another checkpoint"
+        )
         return 2
-    r = run_demo(args.out, model, args.frames, args.rate, args.height, args.width, args.seed,
-                 args.backend, args.device)
-    print(f"demo: {r.frames_segmented}/{r.frames_published} frames segmented, "
-          f"{r.fps:.1f} frames/s, latency publish->panoptic mean {r.latency_mean_ms:.1f} ms, "
-          f"p95 {r.latency_p95_ms:.1f} ms (pipeline {r.node_pipeline_mean_ms:.1f} ms/frame); "
-          f"{r.tracks_seen} tracks, longest {r.longest_track_frames} frames")
-    print(f"demo: wrote {args.out / 'overlay.gif'}, {args.out / 'overlay.mp4'}, "
-          f"{args.out}/overlay/*.png, "
-          f"{args.out}/panoptic/*.png (KITTI-STEP), {args.out / 'summary.json'}")
+    r = run_demo(
+        args.out,
+        model,
+        args.frames,
+        args.rate,
+        args.height,
+        args.width,
+        args.seed,
+        args.backend,
+        args.device,
+    )
+    print(
+        f"demo: {r.frames_segmented}/{r.frames_published} frames segmented, "
+        f"{r.fps:.1f} frames/s, latency publish->panoptic mean {r.latency_mean_ms:.1f} ms, "
+        f"p95 {r.latency_p95_ms:.1f} ms (pipeline {r.node_pipeline_mean_ms:.1f} ms/frame); "
+        f"{r.tracks_seen} tracks, longest {r.longest_track_frames} frames"
+    )
+    print(
+        f"demo: wrote {args.out / 'overlay.gif'}, {args.out / 'overlay.mp4'}, "
+        f"{args.out}/overlay/*.png, "
+        f"{args.out}/panoptic/*.png (KITTI-STEP), {args.out / 'summary.json'}"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ Stages timed per processed frame (milliseconds):
   total    callback receipt -> last publish
   latency  node clock now - header.stamp at the last publish (end-to-end incl. transport)
 """
+
 from __future__ import annotations
 
 import threading
@@ -99,8 +100,9 @@ class NodeStats:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._prune(now, window_s)
-            span = window_s if self.active_since is None else min(window_s,
-                                                                 now - self.active_since)
+            span = (
+                window_s if self.active_since is None else min(window_s, now - self.active_since)
+            )
             return len(self._done) / span if span > 0 else 0.0
 
     def summary(self) -> dict[str, float]:
@@ -114,9 +116,14 @@ class NodeStats:
                     out[f"{s}_p95_ms"] = float(np.percentile(a, 95))
             return out
 
-    def to_status(self, name: str, hardware_id: str, info: dict[str, str],
-                  cfg: DiagnosticsConfig = DiagnosticsConfig(),
-                  now: Optional[float] = None) -> DiagnosticStatus:
+    def to_status(
+        self,
+        name: str,
+        hardware_id: str,
+        info: dict[str, str],
+        cfg: DiagnosticsConfig = DiagnosticsConfig(),
+        now: Optional[float] = None,
+    ) -> DiagnosticStatus:
         """The status of an active node.
 
         STALE: no frame processed for ``stale_timeout_s`` (or none since activation for that
@@ -125,19 +132,27 @@ class NodeStats:
         """
         now = time.monotonic() if now is None else now
         rate = self.rate_hz(cfg.window_s, now)
-        values = {"rate_hz": f"{rate:.2f}", "rate_window_s": f"{cfg.window_s:g}",
-                  "expected_rate_hz": f"{cfg.expected_rate_hz:g}",
-                  "stale_timeout_s": f"{cfg.stale_timeout_s:g}"}
+        values = {
+            "rate_hz": f"{rate:.2f}",
+            "rate_window_s": f"{cfg.window_s:g}",
+            "expected_rate_hz": f"{cfg.expected_rate_hz:g}",
+            "stale_timeout_s": f"{cfg.stale_timeout_s:g}",
+        }
         values.update({k: f"{v:.2f}" for k, v in self.summary().items()})
         with self._lock:
             last = self.last_done
             since = self.active_since if self.active_since is not None else now
-            values.update({
-                "frames_received": str(self.received), "frames_processed": str(self.processed),
-                "frames_dropped": str(self.dropped), "frames_bad_input": str(self.bad_input),
-                "frames_failed": str(self.errors), "track_resets": str(self.resets),
-                "last_error": self.last_error,
-            })
+            values.update(
+                {
+                    "frames_received": str(self.received),
+                    "frames_processed": str(self.processed),
+                    "frames_dropped": str(self.dropped),
+                    "frames_bad_input": str(self.bad_input),
+                    "frames_failed": str(self.errors),
+                    "track_resets": str(self.resets),
+                    "last_error": self.last_error,
+                }
+            )
             failures, last_error = len(self._failures), self.last_error
         age = now - (last if last is not None else since)
         values["seconds_since_last_frame"] = f"{age:.1f}"
@@ -145,34 +160,47 @@ class NodeStats:
         low = cfg.expected_rate_hz > 0 and rate < (1 - cfg.tolerance) * cfg.expected_rate_hz
         if age > cfg.stale_timeout_s:
             level = DiagnosticStatus.STALE
-            message = (f"no frame processed for {age:.1f} s (stale_timeout "
-                       f"{cfg.stale_timeout_s:g} s)")
+            message = (
+                f"no frame processed for {age:.1f} s (stale_timeout {cfg.stale_timeout_s:g} s)"
+            )
         elif last is None:
             level, message = DiagnosticStatus.WARN, "waiting for images"
         elif low or age > cfg.window_s:
             level = DiagnosticStatus.WARN
-            message = (f"rate {rate:.1f} Hz below the expected {cfg.expected_rate_hz:g} Hz"
-                       if low else f"no frame for {age:.1f} s")
+            message = (
+                f"rate {rate:.1f} Hz below the expected {cfg.expected_rate_hz:g} Hz"
+                if low
+                else f"no frame for {age:.1f} s"
+            )
         elif failures:
             level = DiagnosticStatus.WARN
             message = f"{failures} frames rejected or failed in {cfg.window_s:g} s: {last_error}"
         else:
             level, message = DiagnosticStatus.OK, f"running at {rate:.1f} Hz"
         return DiagnosticStatus(
-            level=level, name=name, message=message, hardware_id=hardware_id,
+            level=level,
+            name=name,
+            message=message,
+            hardware_id=hardware_id,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
 
 
-def state_status(name: str, hardware_id: str, state: str, error: str,
-                 info: dict[str, str]) -> DiagnosticStatus:
+def state_status(
+    name: str, hardware_id: str, state: str, error: str, info: dict[str, str]
+) -> DiagnosticStatus:
     """The status of a node that is not active: ERROR with the error text after a failed
     transition (e.g. the model could not be loaded), WARN otherwise (unconfigured, inactive)."""
     level = DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN
     message = f"{state}: {error}" if error else f"{state}: not processing images"
     values = {"lifecycle_state": state, "last_error": error, **info}
-    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    return DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )
 
 
 def diagnostic_array(status: DiagnosticStatus, stamp) -> DiagnosticArray:

@@ -4,12 +4,14 @@ The only place that knows how ``vknet_core`` (pipeline, visualize) and ``vknet_e
 (backends by name) fit together; the node only calls ``load_pipeline(params)``.
 Errors say what was received and what was expected, in one line, so the node can log them as is.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -48,8 +50,12 @@ class ModelLoadError(RuntimeError):
 def _check_model_file(params: NodeParams) -> None:
     path = params.model_path
     if not path.is_file():
-        hint = (" (the shipped tiny model is trained by training/train.py; set the 'model' "
-                "parameter to a checkpoint)" if not params.model else "")
+        hint = (
+            " (the shipped tiny model is trained by training/train.py; set the 'model' "
+            "parameter to a checkpoint)"
+            if not params.model
+            else ""
+        )
         raise ModelLoadError(f"model file not found: {path}{hint}")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file is empty: {path}")
@@ -94,7 +100,8 @@ def load_pipeline(params: NodeParams) -> LoadedPipeline:
     labels = cfg.labels
     pipe_cfg = PipelineConfig(
         preprocess=PreprocessConfig(net_hw=params.network_hw, size_divisor=cfg.size_divisor),
-        merge=merge, tracker=tracker,
+        merge=merge,
+        tracker=tracker,
     )
     pipeline = VideoPanopticPipeline(backend, cfg, pipe_cfg)
     palette = visualize.class_palette(labels.num_classes)  # [256, 3] uint8, 255 = void
@@ -103,11 +110,17 @@ def load_pipeline(params: NodeParams) -> LoadedPipeline:
         return visualize.overlay(rgb, frame, palette=palette)
 
     return LoadedPipeline(
-        pipeline=pipeline, class_names=labels.class_names, thing_ids=labels.thing_train_ids,
+        pipeline=pipeline,
+        class_names=labels.class_names,
+        thing_ids=labels.thing_train_ids,
         palette=[tuple(int(c) for c in palette[i]) for i in range(labels.num_classes)],
-        label_divisor=pipeline.cfg.label_divisor, ignore_label=labels.ignore_label,
-        backend_name=params.backend, model_path=path, device=params.device,
-        overlay=overlay, close=pipeline.close,
+        label_divisor=pipeline.cfg.label_divisor,
+        ignore_label=labels.ignore_label,
+        backend_name=params.backend,
+        model_path=path,
+        device=params.device,
+        overlay=overlay,
+        close=pipeline.close,
     )
 
 

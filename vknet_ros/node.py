@@ -18,12 +18,14 @@ made while inactive applies here; publisher parameters are rejected while config
 model and subscribes; deactivate unsubscribes and frees the model. ``autostart`` (default true)
 runs configure + activate at startup. A failure logs one line and leaves the node up and serving.
 """
+
 from __future__ import annotations
 
 import gc
 import threading
 import time
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -35,8 +37,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from vknet_ros.conversions import (ConversionError, array_to_image, compressed_to_rgb,
-                                   frame_to_images, image_to_rgb, labels_to_msg)
+from vknet_ros.conversions import (
+    ConversionError,
+    array_to_image,
+    compressed_to_rgb,
+    frame_to_images,
+    image_to_rgb,
+    labels_to_msg,
+)
 from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, diagnostic_array, state_status
 from vknet_ros.loader import LoadedPipeline, load_pipeline, warmup_image
 from vknet_ros.params import AUTOSTART, CONFIGURE_ONLY, NodeParams, declare_all, read_all
@@ -54,8 +62,13 @@ def _stamp_ns(msg: Union[Image, CompressedImage]) -> int:
 class VKNetNode(LifecycleNode):
     """The lifecycle node. ``pipeline_factory`` is for tests; the default loads the real model."""
 
-    def __init__(self, node_name: str = NODE_NAME, *,
-                 pipeline_factory: Optional[PipelineFactory] = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        node_name: str = NODE_NAME,
+        *,
+        pipeline_factory: Optional[PipelineFactory] = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(node_name, **kwargs)
         declare_all(self)
         self._factory: PipelineFactory = pipeline_factory or load_pipeline
@@ -82,16 +95,22 @@ class VKNetNode(LifecycleNode):
         self.create_service(Trigger, "~/reset_tracks", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_timer = self.create_timer(
-            float(self.get_parameter("diagnostics.period").value), self._publish_diagnostics)
+            float(self.get_parameter("diagnostics.period").value), self._publish_diagnostics
+        )
 
     def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
         """Publisher parameters are read on configure only: refuse them while configured."""
         late = sorted(c.name for c in changes if c.name in CONFIGURE_ONLY)
         if late and self.params is not None:
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(late)} shape the publishers and are read on configure; the node is "
-                f"{self._state}: run `ros2 lifecycle set {self.get_fully_qualified_name()} "
-                "cleanup` (after deactivate), set it, then configure and activate"))
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"{', '.join(late)} shape the publishers and are read on configure; "
+                    "the node is "
+                    f"{self._state}: run `ros2 lifecycle set {self.get_fully_qualified_name()} "
+                    "cleanup` (after deactivate), set it, then configure and activate"
+                ),
+            )
         return SetParametersResult(successful=True)
 
     def _fail(self, what: str, error: str) -> TransitionCallbackReturn:
@@ -100,7 +119,8 @@ class VKNetNode(LifecycleNode):
         self._failure = f"{what} failed: {error}"
         self.get_logger().error(
             f"{self._failure} (fix it with `ros2 param set {fqn} <name> <value>`, then "
-            f"`ros2 lifecycle set {fqn} {what}`: parameters are re-read on {what})")
+            f"`ros2 lifecycle set {fqn} {what}`: parameters are re-read on {what})"
+        )
         return TransitionCallbackReturn.FAILURE
 
     # ------------------------------------------------------------------ lifecycle transitions
@@ -114,15 +134,18 @@ class VKNetNode(LifecycleNode):
         qos_opts = QoSOverridingOptions.with_default_policies()
         for name in p.outputs + (("overlay",) if p.publish_overlay else ()):
             self._pubs[name] = self.create_lifecycle_publisher(
-                Image, f"~/{name}", output_qos(p), qos_overriding_options=qos_opts)
+                Image, f"~/{name}", output_qos(p), qos_overriding_options=qos_opts
+            )
         self._labels_pub = self.create_lifecycle_publisher(String, "~/labels", LABELS_QOS)
         if p.camera_info:
             self._info_pub = self.create_lifecycle_publisher(
-                CameraInfo, "~/camera_info", output_qos(p), qos_overriding_options=qos_opts)
+                CameraInfo, "~/camera_info", output_qos(p), qos_overriding_options=qos_opts
+            )
         self._state, self._failure = "inactive", ""
         self.get_logger().info(
             f"configured: backend={p.backend} model={p.model_path} device={p.device} "
-            f"network={p.network_hw or 'camera size'} outputs={list(self._pubs)}")
+            f"network={p.network_hw or 'camera size'} outputs={list(self._pubs)}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -146,18 +169,25 @@ class VKNetNode(LifecycleNode):
                 t0 = time.perf_counter()
                 loaded.pipeline.step(warm)
                 loaded.pipeline.reset()
-                self.get_logger().info(f"warm-up frame {warm.shape[1]}x{warm.shape[0]}: "
-                                       f"{(time.perf_counter() - t0) * 1e3:.0f} ms")
+                self.get_logger().info(
+                    f"warm-up frame {warm.shape[1]}x{warm.shape[0]}: "
+                    f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
+                )
             except Exception as e:
                 loaded.close()
-                return self._fail("activate", f"warm-up inference raised "
-                                              f"{type(e).__name__}: {e}")
+                return self._fail("activate", f"warm-up inference raised {type(e).__name__}: {e}")
         self._loaded = loaded
         self._last_stamp, self._last_hw = None, None
         ret = super().on_activate(state)  # activates the lifecycle publishers
-        self._labels_pub.publish(labels_to_msg(
-            loaded.class_names, loaded.thing_ids, loaded.palette, loaded.label_divisor,
-            loaded.ignore_label))
+        self._labels_pub.publish(
+            labels_to_msg(
+                loaded.class_names,
+                loaded.thing_ids,
+                loaded.palette,
+                loaded.label_divisor,
+                loaded.ignore_label,
+            )
+        )
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
         self._worker.start()
@@ -176,7 +206,8 @@ class VKNetNode(LifecycleNode):
             f"active ({loaded.backend_name} on {loaded.device}); waiting for images on "
             f"{', '.join(self._inputs.topics())} ({p.input_qos}, depth {p.input_depth}); "
             "publishing "
-            f"{', '.join(self.resolve_topic_name('~/' + n) for n in self._pubs)}")
+            f"{', '.join(self.resolve_topic_name('~/' + n) for n in self._pubs)}"
+        )
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -228,11 +259,16 @@ class VKNetNode(LifecycleNode):
         """
         self.stats.count("received")
         p = self.params
-        if isinstance(msg, Image) and p is not None \
-                and int(msg.width) * int(msg.height) > p.max_pixels:
-            text = (f"dropped frame: {msg.width}x{msg.height} ({msg.encoding}) is "
-                    f"{int(msg.width) * int(msg.height)} pixels, over input.max_pixels = "
-                    f"{p.max_pixels}")
+        if (
+            isinstance(msg, Image)
+            and p is not None
+            and int(msg.width) * int(msg.height) > p.max_pixels
+        ):
+            text = (
+                f"dropped frame: {msg.width}x{msg.height} ({msg.encoding}) is "
+                f"{int(msg.width) * int(msg.height)} pixels, over input.max_pixels = "
+                f"{p.max_pixels}"
+            )
             self.stats.error("bad_input", text)
             self._log_once("warning", text)
             return
@@ -248,8 +284,7 @@ class VKNetNode(LifecycleNode):
             while len(self._infos) > 30:
                 del self._infos[min(self._infos)]
 
-    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
-                  ) -> Trigger.Response:
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._pipe_lock:
             if self._loaded is None:
                 response.success, response.message = False, "node is not active; nothing to reset"
@@ -293,8 +328,10 @@ class VKNetNode(LifecycleNode):
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
             if rgb.shape[0] * rgb.shape[1] > p.max_pixels:  # compressed: the size is known now
-                raise ConversionError(f"{rgb.shape[1]}x{rgb.shape[0]} (compressed) is over "
-                                      f"input.max_pixels = {p.max_pixels}")
+                raise ConversionError(
+                    f"{rgb.shape[1]}x{rgb.shape[0]} (compressed) is over "
+                    f"input.max_pixels = {p.max_pixels}"
+                )
         except ConversionError as e:
             self.stats.error("bad_input", str(e))
             self._log_once("warning", f"dropped frame: {e}")
@@ -322,22 +359,29 @@ class VKNetNode(LifecycleNode):
                 self._info_pub.publish(info)
         t4 = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
-        self.stats.record({
-            "decode": (t1 - t0) * 1e3, "pipeline": (t2 - t1) * 1e3, "encode": (t3 - t2) * 1e3,
-            "publish": (t4 - t3) * 1e3, "total": (t4 - t_recv) * 1e3,
-            "latency": (now_ns - _stamp_ns(msg)) / 1e6,
-        })
+        self.stats.record(
+            {
+                "decode": (t1 - t0) * 1e3,
+                "pipeline": (t2 - t1) * 1e3,
+                "encode": (t3 - t2) * 1e3,
+                "publish": (t4 - t3) * 1e3,
+                "total": (t4 - t_recv) * 1e3,
+                "latency": (now_ns - _stamp_ns(msg)) / 1e6,
+            }
+        )
 
-    def _maybe_reset(self, loaded: LoadedPipeline, msg: Union[Image, CompressedImage],
-                     hw: tuple[int, int]) -> None:
+    def _maybe_reset(
+        self, loaded: LoadedPipeline, msg: Union[Image, CompressedImage], hw: tuple[int, int]
+    ) -> None:
         """Reset the tracks when time jumps back (bag loop, sim reset) or the size changes."""
         stamp = _stamp_ns(msg)
         reason = None
         if self._last_stamp is not None and stamp < self._last_stamp:
-            reason = (f"time jumped back by {(self._last_stamp - stamp) / 1e9:.3f} s")
+            reason = f"time jumped back by {(self._last_stamp - stamp) / 1e9:.3f} s"
         elif self._last_hw is not None and hw != self._last_hw:
-            reason = (f"resolution changed from {self._last_hw[1]}x{self._last_hw[0]} to "
-                      f"{hw[1]}x{hw[0]}")
+            reason = (
+                f"resolution changed from {self._last_hw[1]}x{self._last_hw[0]} to {hw[1]}x{hw[0]}"
+            )
         if reason is not None:
             loaded.pipeline.reset()
             self.stats.count("resets")
@@ -354,20 +398,30 @@ class VKNetNode(LifecycleNode):
         name = f"{fqn}: video panoptic segmentation"
         info = {}
         if loaded is not None and p is not None:
-            info = {"backend": loaded.backend_name, "model": loaded.model_path,
-                    "device": loaded.device,
-                    "network_size": "camera (bounded by the native size)"
-                    if p.network_hw is None else f"{p.network_hw[1]}x{p.network_hw[0]}"}
+            info = {
+                "backend": loaded.backend_name,
+                "model": loaded.model_path,
+                "device": loaded.device,
+                "network_size": "camera (bounded by the native size)"
+                if p.network_hw is None
+                else f"{p.network_hw[1]}x{p.network_hw[0]}",
+            }
         if self._state == "active" and p is not None:
-            status = self.stats.to_status(name, fqn, info, DiagnosticsConfig(
-                p.diagnostics_window, p.expected_rate, p.rate_tolerance, p.stale_timeout))
+            status = self.stats.to_status(
+                name,
+                fqn,
+                info,
+                DiagnosticsConfig(
+                    p.diagnostics_window, p.expected_rate, p.rate_tolerance, p.stale_timeout
+                ),
+            )
         else:
             status = state_status(name, fqn, self._state, self._failure, info)
         self._diag_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
 
 
 def autostart(node: VKNetNode) -> bool:
-    """configure + activate, as ``launch_ros`` LifecycleNode(autostart=True) does. True if active."""
+    """configure + activate, as launch_ros' LifecycleNode(autostart=True); True if active."""
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
         node.get_logger().error("autostart: configure failed; node stays unconfigured")
         return False

@@ -10,6 +10,7 @@ Merge and tracker thresholds are declared from the fields of ``vknet_core``'s ``
 ``TrackerConfig`` (``merge.<field>``, ``tracker.<field>``) so the YAML can set any of them and the
 defaults are the core's defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,38 +65,52 @@ class NodeParams:
     @property
     def outputs(self) -> tuple[str, ...]:
         """The always-computed image outputs (overlay is lazy and handled apart)."""
-        flags = (("panoptic", self.publish_panoptic), ("instance_ids", self.publish_instance_ids),
-                 ("semantic", self.publish_semantic))
+        flags = (
+            ("panoptic", self.publish_panoptic),
+            ("instance_ids", self.publish_instance_ids),
+            ("semantic", self.publish_semantic),
+        )
         return tuple(name for name, on in flags if on)
 
-    def validate(self) -> "NodeParams":
+    def validate(self) -> NodeParams:
         """Raise ``ValueError`` naming the parameter, the value received and what is allowed."""
         if self.backend not in BACKENDS:
             raise ValueError(f"parameter backend={self.backend!r}; expected one of {BACKENDS}")
         if self.input_qos not in INPUT_QOS:
-            raise ValueError(f"parameter input.qos={self.input_qos!r}; expected one of {INPUT_QOS}")
+            raise ValueError(
+                f"parameter input.qos={self.input_qos!r}; expected one of {INPUT_QOS}"
+            )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"parameter device={self.device!r}; expected cpu, cuda or cuda:N")
-        for name, v in (("network.height", self.network_height),
-                        ("network.width", self.network_width)):
+        for name, v in (
+            ("network.height", self.network_height),
+            ("network.width", self.network_width),
+        ):
             if v < 0 or v % 32:
-                raise ValueError(f"parameter {name}={v}; expected 0 (camera size) or a "
-                                 "positive multiple of 32")
+                raise ValueError(
+                    f"parameter {name}={v}; expected 0 (camera size) or a positive multiple of 32"
+                )
         if (self.network_height > 0) != (self.network_width > 0):
-            raise ValueError("parameters network.height and network.width must both be 0 or both "
-                             f"> 0, got {self.network_height}x{self.network_width}")
+            raise ValueError(
+                "parameters network.height and network.width must both be 0 or both "
+                f"> 0, got {self.network_height}x{self.network_width}"
+            )
         for name, v in (("input.depth", self.input_depth), ("output.depth", self.output_depth)):
             if v < 1:
                 raise ValueError(f"parameter {name}={v}; expected >= 1")
-        for name, v in (("diagnostics.period", self.diagnostics_period),
-                        ("diagnostics.window", self.diagnostics_window),
-                        ("diagnostics.stale_timeout", self.stale_timeout)):
+        for name, v in (
+            ("diagnostics.period", self.diagnostics_period),
+            ("diagnostics.window", self.diagnostics_window),
+            ("diagnostics.stale_timeout", self.stale_timeout),
+        ):
             if v <= 0:
                 raise ValueError(f"parameter {name}={v}; expected > 0")
         if self.expected_rate < 0 or not 0 <= self.rate_tolerance < 1:
-            raise ValueError(f"parameters diagnostics.expected_rate={self.expected_rate} and "
-                             f"diagnostics.rate_tolerance={self.rate_tolerance}; expected >= 0 "
-                             "and in [0, 1)")
+            raise ValueError(
+                f"parameters diagnostics.expected_rate={self.expected_rate} and "
+                f"diagnostics.rate_tolerance={self.rate_tolerance}; expected >= 0 "
+                "and in [0, 1)"
+            )
         if self.max_pixels < 1:
             raise ValueError(f"parameter input.max_pixels={self.max_pixels}; expected >= 1")
         return self
@@ -104,52 +119,81 @@ class NodeParams:
 # ROS name -> (NodeParams field, description)
 _SCALARS: dict[str, tuple[str, str]] = {
     "backend": ("backend", "inference backend: torch | onnxruntime | tensorrt"),
-    "model": ("model", "model file: checkpoint .pt (torch), .onnx (onnxruntime) or TensorRT "
-                       "engine; empty = the shipped tiny model"),
+    "model": (
+        "model",
+        "model file: checkpoint .pt (torch), .onnx (onnxruntime) or TensorRT "
+        "engine; empty = the shipped tiny model",
+    ),
     "device": ("device", "cpu, cuda or cuda:N"),
-    "network.height": ("network_height", "network input height (multiple of 32); 0 = camera "
-                                         "size scaled down, aspect kept, to fit the model's "
-                                         "native size (KITTI-STEP 384x1248), padded to 32"),
+    "network.height": (
+        "network_height",
+        "network input height (multiple of 32); 0 = camera "
+        "size scaled down, aspect kept, to fit the model's "
+        "native size (KITTI-STEP 384x1248), padded to 32",
+    ),
     "network.width": ("network_width", "network input width (multiple of 32); 0 = camera width"),
     "outputs.panoptic": ("publish_panoptic", "publish ~/panoptic (32SC1)"),
     "outputs.instance_ids": ("publish_instance_ids", "publish ~/instance_ids (16UC1)"),
     "outputs.semantic": ("publish_semantic", "publish ~/semantic (mono8)"),
     "outputs.overlay": ("publish_overlay", "publish ~/overlay (rgb8) while it has subscribers"),
-    "input.compressed": ("subscribe_compressed", "also subscribe image/compressed "
-                                                 "(sensor_msgs/CompressedImage)"),
-    "input.qos": ("input_qos", "input QoS: auto (reliable, switching to best effort when a "
-                               "best-effort camera appears) | sensor_data (best effort) | "
-                               "reliable"),
+    "input.compressed": (
+        "subscribe_compressed",
+        "also subscribe image/compressed (sensor_msgs/CompressedImage)",
+    ),
+    "input.qos": (
+        "input_qos",
+        "input QoS: auto (reliable, switching to best effort when a "
+        "best-effort camera appears) | sensor_data (best effort) | "
+        "reliable",
+    ),
     "input.depth": ("input_depth", "input QoS history depth"),
-    "input.max_pixels": ("max_pixels", "frames with width*height above this are rejected "
-                                       "(one log line) before decoding"),
-    "input.camera_info": ("camera_info", "subscribe camera_info (next to image) and republish "
-                                         "the one with the frame's stamp on ~/camera_info"),
+    "input.max_pixels": (
+        "max_pixels",
+        "frames with width*height above this are rejected (one log line) before decoding",
+    ),
+    "input.camera_info": (
+        "camera_info",
+        "subscribe camera_info (next to image) and republish "
+        "the one with the frame's stamp on ~/camera_info",
+    ),
     "output.depth": ("output_depth", "output QoS history depth (reliable, volatile)"),
     "diagnostics.period": ("diagnostics_period", "seconds between /diagnostics messages"),
     "diagnostics.window": ("diagnostics_window", "seconds the reported rate covers"),
-    "diagnostics.expected_rate": ("expected_rate", "expected processed frames per second; "
-                                                   "WARN below it (0 = not checked)"),
-    "diagnostics.rate_tolerance": ("rate_tolerance", "WARN below (1 - tolerance) * "
-                                                     "expected_rate"),
-    "diagnostics.stale_timeout": ("stale_timeout", "seconds without a processed frame "
-                                                   "before the status goes STALE"),
+    "diagnostics.expected_rate": (
+        "expected_rate",
+        "expected processed frames per second; WARN below it (0 = not checked)",
+    ),
+    "diagnostics.rate_tolerance": ("rate_tolerance", "WARN below (1 - tolerance) * expected_rate"),
+    "diagnostics.stale_timeout": (
+        "stale_timeout",
+        "seconds without a processed frame before the status goes STALE",
+    ),
     "warmup": ("warmup", "run one dummy frame on activate"),
 }
 AUTOSTART = "autostart"
 # read only on configure (they shape the publishers): rejected while the node is configured
-CONFIGURE_ONLY: frozenset[str] = frozenset({"outputs.panoptic", "outputs.instance_ids",
-                                            "outputs.semantic", "outputs.overlay",
-                                            "output.depth"})
+CONFIGURE_ONLY: frozenset[str] = frozenset(
+    {
+        "outputs.panoptic",
+        "outputs.instance_ids",
+        "outputs.semantic",
+        "outputs.overlay",
+        "output.depth",
+    }
+)
 # parity-only switches of the core configs that a deployed node must not expose
-_HIDDEN: frozenset[str] = frozenset({"void_as_road", "official_paint_order", "semantic_filter_crop"})  # read by main(): configure + activate at startup
+_HIDDEN: frozenset[str] = frozenset(
+    {"void_as_road", "official_paint_order", "semantic_filter_crop"}
+)  # read by main(): configure + activate at startup
 
 
 def core_defaults() -> dict[str, dict[str, Any]]:
     """Scalar fields of vknet_core's MergeConfig / TrackerConfig with their defaults."""
     out: dict[str, dict[str, Any]] = {"merge": {}, "tracker": {}}
-    for group, module, cls in (("merge", "vknet_core.postprocess.panoptic", "MergeConfig"),
-                               ("tracker", "vknet_core.tracking.tracker", "TrackerConfig")):
+    for group, module, cls in (
+        ("merge", "vknet_core.postprocess.panoptic", "MergeConfig"),
+        ("tracker", "vknet_core.tracking.tracker", "TrackerConfig"),
+    ):
         try:
             mod = __import__(module, fromlist=[cls])
             cfg = getattr(mod, cls)()
@@ -168,15 +212,24 @@ def declare_all(node: Any) -> None:
 
     d = NodeParams()
     for ros_name, (field, desc) in _SCALARS.items():
-        node.declare_parameter(ros_name, getattr(d, field),
-                               ParameterDescriptor(description=desc, dynamic_typing=True))
-    node.declare_parameter(AUTOSTART, True, ParameterDescriptor(
-        description="configure and activate at startup (lifecycle autostart)"))
+        node.declare_parameter(
+            ros_name, getattr(d, field), ParameterDescriptor(description=desc, dynamic_typing=True)
+        )
+    node.declare_parameter(
+        AUTOSTART,
+        True,
+        ParameterDescriptor(description="configure and activate at startup (lifecycle autostart)"),
+    )
     for group, fields in core_defaults().items():
         for name, v in fields.items():
-            node.declare_parameter(f"{group}.{name}", v, ParameterDescriptor(
-                description=f"vknet_core {group} option {name} (default {v!r})",
-                dynamic_typing=True))
+            node.declare_parameter(
+                f"{group}.{name}",
+                v,
+                ParameterDescriptor(
+                    description=f"vknet_core {group} option {name} (default {v!r})",
+                    dynamic_typing=True,
+                ),
+            )
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -192,8 +245,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(value, type(default)):
         return value
-    raise ValueError(f"parameter {name}={value!r} ({type(value).__name__}); expected a "
-                     f"{type(default).__name__} like the default {default!r}")
+    raise ValueError(
+        f"parameter {name}={value!r} ({type(value).__name__}); expected a "
+        f"{type(default).__name__} like the default {default!r}"
+    )
 
 
 def read_all(node: Any) -> NodeParams:

@@ -9,13 +9,20 @@ most 1280x720 and nearly all 1920x1080 rgb8 frames, since one lost UDP fragment 
 keep-last ``output.depth`` (any subscriber QoS can connect). ``~/labels``: reliable + transient
 local, depth 1 (latched).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 
 from vknet_ros.params import NodeParams
 
@@ -23,21 +30,37 @@ from vknet_ros.params import NodeParams
 def input_qos(params: NodeParams, best_effort: bool = False) -> QoSProfile:
     """Sensor-data QoS (best effort, volatile) or reliable, keep-last ``input.depth``."""
     if params.input_qos == "sensor_data" or best_effort:
-        return QoSProfile(**{k: getattr(qos_profile_sensor_data, k) for k in
-                             ("reliability", "durability", "history")}, depth=params.input_depth)
-    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                      history=HistoryPolicy.KEEP_LAST, depth=params.input_depth)
+        return QoSProfile(
+            **{
+                k: getattr(qos_profile_sensor_data, k)
+                for k in ("reliability", "durability", "history")
+            },
+            depth=params.input_depth,
+        )
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=params.input_depth,
+    )
 
 
 def output_qos(params: NodeParams) -> QoSProfile:
     """Reliable, volatile, keep-last ``output.depth`` (any subscriber QoS can connect)."""
-    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                      history=HistoryPolicy.KEEP_LAST, depth=params.output_depth)
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=params.output_depth,
+    )
 
 
-LABELS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                        history=HistoryPolicy.KEEP_LAST, depth=1)
+LABELS_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+)
 
 
 class InputSubscriptions:
@@ -46,8 +69,9 @@ class InputSubscriptions:
     when a publisher's QoS is incompatible with reliable. ``poll()`` applies that switch outside
     the event callback (the node calls it from its timer)."""
 
-    def __init__(self, node: Any, params: NodeParams,
-                 wanted: list[tuple[Any, str, Callable[[Any], None]]]) -> None:
+    def __init__(
+        self, node: Any, params: NodeParams, wanted: list[tuple[Any, str, Callable[[Any], None]]]
+    ) -> None:
         self.node, self.params, self.wanted = node, params, wanted
         self.best_effort = params.input_qos == "sensor_data"
         self._switch = False
@@ -59,8 +83,10 @@ class InputSubscriptions:
         # the first reliability for good; input.qos and input.depth are the input's settings
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
         qos = input_qos(self.params, self.best_effort)
-        self.subs = [self.node.create_subscription(t, topic, cb, qos, event_callbacks=events)
-                     for t, topic, cb in self.wanted]
+        self.subs = [
+            self.node.create_subscription(t, topic, cb, qos, event_callbacks=events)
+            for t, topic, cb in self.wanted
+        ]
 
     def _on_incompatible(self, info: Any) -> None:
         if self.params.input_qos == "auto" and not self.best_effort:
@@ -68,7 +94,8 @@ class InputSubscriptions:
         elif not self._switch:
             self.node.get_logger().warning(
                 f"a publisher's QoS is incompatible with input.qos={self.params.input_qos} "
-                f"(policy id {info.last_policy_kind}); no frames from it")
+                f"(policy id {info.last_policy_kind}); no frames from it"
+            )
 
     def poll(self) -> None:
         if self._switch:
@@ -79,7 +106,8 @@ class InputSubscriptions:
             self.node.get_logger().warning(
                 "input.qos=auto: a best-effort camera publishes on "
                 f"{self.node.resolve_topic_name('image')}; subscribed best effort now (HD "
-                "frames may be lost on loopback: publish reliable, see README)")
+                "frames may be lost on loopback: publish reliable, see README)"
+            )
 
     def topics(self) -> list[str]:
         return [self.node.resolve_topic_name(t) for _, t, _ in self.wanted]

@@ -15,9 +15,10 @@ encoding) raises ``BagError`` (a ``ValueError``) saying what was received and wh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError
@@ -95,7 +96,7 @@ class ImageBag:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: Union[str, Path], topic: Optional[str] = None) -> "ImageBag":
+    def open(cls, path: Union[str, Path], topic: Optional[str] = None) -> ImageBag:
         """Open ``path`` and select ``topic`` (None: the bag's only image topic)."""
         path = Path(path)
         if not path.exists():
@@ -105,7 +106,8 @@ class ImageBag:
             raise BagError(
                 f"folder {path} holds bag storage ({', '.join(p.name for p in stray)}) but no "
                 f"metadata.yaml; pass the storage file itself (.mcap) or restore the index with "
-                f"'ros2 bag reindex {path}'")
+                f"'ros2 bag reindex {path}'"
+            )
         try:
             reader = Reader(path)
             reader.open()
@@ -130,16 +132,21 @@ class ImageBag:
                 return images[0]
             if not images:
                 others = ", ".join(f"{t} ({ty})" for t, ty in topics.items()) or "none"
-                raise BagError(f"bag {path} has no {IMAGE} or {COMPRESSED} topic; its topics: "
-                               f"{others}")
-            raise BagError(f"bag {path} has {len(images)} image topics; choose one with "
-                           f"--topic: {listing}")
+                raise BagError(
+                    f"bag {path} has no {IMAGE} or {COMPRESSED} topic; its topics: {others}"
+                )
+            raise BagError(
+                f"bag {path} has {len(images)} image topics; choose one with --topic: {listing}"
+            )
         if topic not in topics:
-            raise BagError(f"topic {topic} is not in bag {path}; its image topics: "
-                           f"{listing or 'none'}")
+            raise BagError(
+                f"topic {topic} is not in bag {path}; its image topics: {listing or 'none'}"
+            )
         if topics[topic] not in IMAGE_TYPES:
-            raise BagError(f"topic {topic} in bag {path} is {topics[topic] or 'of mixed types'}"
-                           f", not {IMAGE} or {COMPRESSED}; image topics: {listing or 'none'}")
+            raise BagError(
+                f"topic {topic} in bag {path} is {topics[topic] or 'of mixed types'}"
+                f", not {IMAGE} or {COMPRESSED}; image topics: {listing or 'none'}"
+            )
         if counts[topic] == 0:
             raise BagError(f"topic {topic} in bag {path} has no messages")
         return topic
@@ -154,18 +161,23 @@ class ImageBag:
             try:
                 item = next(it, None)
             except (ReaderError, SerdeError, OSError, ValueError) as e:
-                raise BagError(f"bag {self.path} is corrupt after message {index} of "
-                               f"{self.topic}: {e}") from e
+                raise BagError(
+                    f"bag {self.path} is corrupt after message {index} of {self.topic}: {e}"
+                ) from e
             if item is None:
                 return
             conn, log_time, raw = item
-            where = (f"message {index} of {self.topic} (log time {log_time / 1e9:.3f} s) in bag "
-                     f"{self.path}")
+            where = (
+                f"message {index} of {self.topic} (log time {log_time / 1e9:.3f} s) in bag "
+                f"{self.path}"
+            )
             try:
                 msg = self.typestore.deserialize_cdr(raw, conn.msgtype)
             except (SerdeError, ValueError, IndexError) as e:
-                raise BagError(f"{where} is truncated or corrupt: cannot read {conn.msgtype} from "
-                               f"{len(raw)} bytes ({e})") from e
+                raise BagError(
+                    f"{where} is truncated or corrupt: cannot read {conn.msgtype} from "
+                    f"{len(raw)} bytes ({e})"
+                ) from e
             try:
                 rgb = compressed_to_rgb(msg) if compressed else decode_rgb(msg)
             except ConversionError as e:
@@ -178,7 +190,7 @@ class ImageBag:
         if self._reader.is_open:
             self._reader.close()
 
-    def __enter__(self) -> "ImageBag":
+    def __enter__(self) -> ImageBag:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -19,12 +19,19 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
-from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
-                                QosTime)
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vknet_core.image_encodings import array_fields
@@ -39,8 +46,17 @@ _NAME = re.compile(r"^(/[A-Za-z_][A-Za-z0-9_]*)+$")
 def _qos(durability: QosDurability) -> Qos:
     """Reliable keep-last 1, as the node offers (``ros2 bag play`` republishes with it)."""
     zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, durability, zero, zero,
-               QosLiveliness.AUTOMATIC, zero, False)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        1,
+        QosReliability.RELIABLE,
+        durability,
+        zero,
+        zero,
+        QosLiveliness.AUTOMATIC,
+        zero,
+        False,
+    )
 
 
 def check_namespace(namespace: str) -> str:
@@ -48,9 +64,11 @@ def check_namespace(namespace: str) -> str:
     ``ValueError`` for anything that is not a valid ROS 2 topic prefix."""
     ns = namespace if namespace.startswith("/") else "/" + namespace
     if not _NAME.match(ns):
-        raise ValueError(f"--namespace {namespace!r} is not a ROS 2 topic prefix; expected "
-                         "names of letters, digits and '_' separated by '/', e.g. "
-                         "/cam_front/vknet_node")
+        raise ValueError(
+            f"--namespace {namespace!r} is not a ROS 2 topic prefix; expected "
+            "names of letters, digits and '_' separated by '/', e.g. "
+            "/cam_front/vknet_node"
+        )
     return ns
 
 
@@ -58,19 +76,28 @@ def check_bag_out(path: Path) -> Path:
     """The output bag must not exist yet (a bag is never overwritten or merged into)."""
     path = Path(path)
     if path.exists():
-        raise FileExistsError(f"--bag-out {path} already exists; expected a new folder name "
-                              "(bags are never overwritten)")
+        raise FileExistsError(
+            f"--bag-out {path} already exists; expected a new folder name "
+            "(bags are never overwritten)"
+        )
     if path.suffix.lower() in (".mcap", ".db3"):
-        raise ValueError(f"--bag-out {path} names a storage file; expected a folder name (the "
-                         f"bag is a folder holding {path.stem}.mcap and metadata.yaml)")
+        raise ValueError(
+            f"--bag-out {path} names a storage file; expected a folder name (the "
+            f"bag is a folder holding {path.stem}.mcap and metadata.yaml)"
+        )
     return path
 
 
 class ResultBagWriter:
     """Writes labels once, then each frame's output images. ``finish()`` publishes the bag."""
 
-    def __init__(self, path: Path, typestore: Any, namespace: str = DEFAULT_NAMESPACE,
-                 outputs: Sequence[str] = IMAGE_OUTPUTS[:3]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        typestore: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        outputs: Sequence[str] = IMAGE_OUTPUTS[:3],
+    ) -> None:
         self.path = check_bag_out(Path(path))
         self.namespace = check_namespace(namespace)
         bad = [o for o in outputs if o not in IMAGE_OUTPUTS]
@@ -81,20 +108,24 @@ class ResultBagWriter:
         self._image = typestore.types[IMAGE]
         self._string = typestore.types[STRING]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial",
-                                          dir=self.path.parent))
-        self._writer: Optional[Writer] = Writer(self._tmp / self.path.name, version=8,
-                                                storage_plugin=StoragePlugin.MCAP)
+        self._tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        )
+        self._writer: Optional[Writer] = Writer(
+            self._tmp / self.path.name, version=8, storage_plugin=StoragePlugin.MCAP
+        )
         try:
             self._writer.open()
-            volatile, latched = (_qos(QosDurability.VOLATILE),
-                                 _qos(QosDurability.TRANSIENT_LOCAL))
+            volatile, latched = (_qos(QosDurability.VOLATILE), _qos(QosDurability.TRANSIENT_LOCAL))
             self._labels = self._writer.add_connection(
-                self.topic("labels"), STRING, typestore=typestore,
-                offered_qos_profiles=[latched])
-            self._conns = {name: self._writer.add_connection(
-                self.topic(name), IMAGE, typestore=typestore, offered_qos_profiles=[volatile])
-                for name in self.outputs}
+                self.topic("labels"), STRING, typestore=typestore, offered_qos_profiles=[latched]
+            )
+            self._conns = {
+                name: self._writer.add_connection(
+                    self.topic(name), IMAGE, typestore=typestore, offered_qos_profiles=[volatile]
+                )
+                for name in self.outputs
+            }
         except BaseException:
             self.abort()
             raise
@@ -112,8 +143,9 @@ class ResultBagWriter:
         self._write(self._labels, log_time_ns, self._string(data=doc), STRING)
         self.labels_written = True
 
-    def write_frame(self, header: Any, log_time_ns: int,
-                    arrays: Mapping[str, tuple[str, np.ndarray]]) -> None:
+    def write_frame(
+        self, header: Any, log_time_ns: int, arrays: Mapping[str, tuple[str, np.ndarray]]
+    ) -> None:
         """One input frame's outputs: ``{name: (encoding, array)}`` as ``output_arrays`` gives
         (plus ``overlay`` rgb8 when enabled); every message gets ``header`` unchanged."""
         if not self.labels_written:
@@ -155,11 +187,11 @@ class ResultBagWriter:
         if writer is not None:
             try:
                 writer.abort()
-            except Exception:  # noqa: BLE001 - the files are removed below either way
+            except Exception:
                 pass
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "ResultBagWriter":
+    def __enter__(self) -> ResultBagWriter:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:

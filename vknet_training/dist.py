@@ -8,6 +8,7 @@ else receives the resulting ``DistContext``. File I/O is guarded with ``ctx.is_m
     loss_mean = ctx.mean(loss.detach())   # average over ranks (identity single-process)
     ctx.close()
 """
+
 from __future__ import annotations
 
 import datetime
@@ -63,8 +64,9 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device; expected auto, cpu, cuda or "
-                         "cuda:N") from None
+        raise ValueError(
+            f"--device {device!r} is not a device; expected auto, cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device!r} requested but CUDA is not available")
     return dev
@@ -81,8 +83,11 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCon
             torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                    timeout=datetime.timedelta(seconds=timeout_s))
-        log.info("rank %d/%d (local %d) on %s, backend %s", rank, world, local_rank, dev,
-                 backend)
+            dist.init_process_group(
+                backend=backend,
+                rank=rank,
+                world_size=world,
+                timeout=datetime.timedelta(seconds=timeout_s),
+            )
+        log.info("rank %d/%d (local %d) on %s, backend %s", rank, world, local_rank, dev, backend)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world, device=dev)

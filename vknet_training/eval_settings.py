@@ -8,8 +8,9 @@ annotated, so the frames a reader returns are 5 apart), VIPSeg k = 0, 1, 3, 5, 7
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from vknet_core.config import LabelConfig, get_preset
 
@@ -52,7 +53,7 @@ class EvalSettings:
         frame_stride: Optional[int] = None,
         label_divisor: Optional[int] = None,
         mask_void: bool = False,
-    ) -> "EvalSettings":
+    ) -> EvalSettings:
         """Defaults of ``dataset`` (its preset's labels, VPQ windows), with explicit overrides."""
         if dataset not in DATASET_PRESETS:
             raise ValueError(
@@ -70,5 +71,3 @@ class EvalSettings:
             frame_stride=int(dstride if frame_stride is None else frame_stride),
             mask_void=mask_void,
         )
-
-

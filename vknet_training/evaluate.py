@@ -25,8 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -85,8 +86,9 @@ def evaluate_folders(
         log.warning("%d prediction frames in %s have no GT and are not scored", extra, pred_dir)
 
     scorer = Scorer(s)
-    with tqdm(total=len(gt), desc="evaluate", unit="frame",
-              disable=None if progress else True) as bar:
+    with tqdm(
+        total=len(gt), desc="evaluate", unit="frame", disable=None if progress else True
+    ) as bar:
         for q in gt.sequences():
             pred_frames = dict(zip(pred.frames(q), pred.read(q)))  # one sequence at a time
             for f, g in zip(gt.frames(q), gt.read(q)):
@@ -132,8 +134,9 @@ def evaluate_model(
     """
     scorer = Scorer(settings)
     D = settings.label_divisor
-    with tqdm(total=total_frames, desc="evaluate", unit="frame",
-              disable=None if progress else True) as bar:
+    with tqdm(
+        total=total_frames, desc="evaluate", unit="frame", disable=None if progress else True
+    ) as bar:
         for i, seq in enumerate(sequences):
             pipeline.reset()
             for rgb, gt in seq:
@@ -192,8 +195,9 @@ def open_reader(dataset: str, data: str | Path, split: str, model_name: str) -> 
     try:
         return build_reader(dataset, data, split)
     except (OSError, ValueError) as e:
-        raise type(e)(f"{e} [the model ({model_name}) is for {dataset}: --data must be a "
-                      f"{dataset} root]") from None
+        raise type(e)(
+            f"{e} [the model ({model_name}) is for {dataset}: --data must be a {dataset} root]"
+        ) from None
 
 
 def evaluate_dataset(
@@ -247,7 +251,8 @@ def evaluate_dataset(
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(
         prog="evaluate.py",
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("score prediction files (mode b)")
     g.add_argument("--gt", type=Path, help="GT folder")
@@ -317,8 +322,12 @@ def check_inputs(args: argparse.Namespace) -> None:
     for flag, path in folders.items():
         if path is not None and not path.is_dir():
             raise FileNotFoundError(f"{flag} {path}: no such folder")
-    files = {"--checkpoint": args.checkpoint, "--onnx": args.onnx, "--gt-json": args.gt_json,
-             "--pred-json": args.pred_json}
+    files = {
+        "--checkpoint": args.checkpoint,
+        "--onnx": args.onnx,
+        "--gt-json": args.gt_json,
+        "--pred-json": args.pred_json,
+    }
     for flag, path in files.items():
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file")

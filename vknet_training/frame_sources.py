@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 _KITTI_NAME = re.compile(r"^(\d{6})_(\d{6})_leftImg8bit$")
-EXPECTED = ("a video file, an image folder, a rosbag2 folder (metadata.yaml) or a .mcap file")
+EXPECTED = "a video file, an image folder, a rosbag2 folder (metadata.yaml) or a .mcap file"
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,10 @@ class ImageFolder(FrameSource):
         if skipped:
             log.info("skipping %d *_panoptic.png label files in %s", skipped, folder)
         if not self.files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {folder}"
-                                    + (f" ({skipped} *_panoptic label files skipped)"
-                                       if skipped else ""))
+            raise FileNotFoundError(
+                f"no images ({', '.join(IMAGE_EXTS)}) in folder {folder}"
+                + (f" ({skipped} *_panoptic label files skipped)" if skipped else "")
+            )
         self.count = len(self.files)
 
     def frames(self) -> Iterator[SourceFrame]:
@@ -78,9 +80,11 @@ class ImageFolder(FrameSource):
             if bgr is None:
                 raise ValueError(f"cannot read image {p}; expected {', '.join(IMAGE_EXTS)}")
             m = _KITTI_NAME.match(p.stem)
-            yield SourceFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                              f"{m.group(1)}_{m.group(2)}" if m else p.stem,
-                              m.group(1) if m else "")
+            yield SourceFrame(
+                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                f"{m.group(1)}_{m.group(2)}" if m else p.stem,
+                m.group(1) if m else "",
+            )
 
 
 class VideoFile(FrameSource):
@@ -90,8 +94,9 @@ class VideoFile(FrameSource):
         self.path, self.sequence = path, sequence
         self._cap = cv2.VideoCapture(str(path))
         if not self._cap.isOpened():
-            raise ValueError(f"cannot open video {path} (OpenCV has no decoder for it?); "
-                             f"expected {EXPECTED}")
+            raise ValueError(
+                f"cannot open video {path} (OpenCV has no decoder for it?); expected {EXPECTED}"
+            )
         self.count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or None
 
@@ -123,8 +128,14 @@ class BagSource(FrameSource):
 
     def frames(self) -> Iterator[SourceFrame]:
         for f in self.bag.frames():
-            yield SourceFrame(f.rgb, f"{self.sequence:06d}_{f.index:06d}", "", f.stamp_ns,
-                              f.header, f.log_time_ns)
+            yield SourceFrame(
+                f.rgb,
+                f"{self.sequence:06d}_{f.index:06d}",
+                "",
+                f.stamp_ns,
+                f.header,
+                f.log_time_ns,
+            )
 
     def close(self) -> None:
         self.bag.close()
@@ -138,8 +149,10 @@ def open_source(path: Path, topic: Optional[str] = None, sequence: int = 0) -> F
     if is_bag(path) or storage_without_metadata(path):
         return BagSource(path, topic, sequence)
     if topic is not None:
-        raise BagError(f"--topic {topic} applies to bags only; input {path} is not a bag "
-                       f"(expected {EXPECTED.split(', ', 2)[2]})")
+        raise BagError(
+            f"--topic {topic} applies to bags only; input {path} is not a bag "
+            f"(expected {EXPECTED.split(', ', 2)[2]})"
+        )
     if path.is_dir():
         return ImageFolder(path)
     if not path.is_file():

@@ -3,6 +3,7 @@
 AdamW (lr 1e-4, wd 0.05, backbone lr x0.25), linear warm-up from ``warmup_ratio`` then step
 decay (x``decay_gamma`` at each fraction in ``decay_at`` of the iterations), AMP on CUDA.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_iters:
         f = 1.0 - (1.0 - cfg.warmup_ratio) * (1.0 - step / cfg.warmup_iters)
     passed = sum(step >= int(round(a * cfg.iters)) for a in cfg.decay_at)
-    return f * cfg.decay_gamma ** passed
+    return f * cfg.decay_gamma**passed
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -28,26 +29,30 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(p)
-    groups = [{"params": rest, "lr": cfg.lr},
-              {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                             weight_decay=cfg.weight_decay)
+    groups = [
+        {"params": rest, "lr": cfg.lr},
+        {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer,
-                    cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
 
 
-def set_lr_for_step(optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
-                    cfg: TrainConfig) -> None:
+def set_lr_for_step(
+    optimizer: torch.optim.Optimizer, scheduler: Any, step: int, cfg: TrainConfig
+) -> None:
     """The schedule is a function of (step, this config): a resumed run may change --iters."""
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = base * lr_factor(step, cfg)
 
 
-def amp_context(device: torch.device,
-                enabled: bool) -> tuple[Any, Optional[torch.amp.GradScaler]]:
+def amp_context(device: torch.device, enabled: bool) -> tuple[Any, Optional[torch.amp.GradScaler]]:
     """(autocast context, grad scaler or None): bf16 where supported, else fp16 + scaler."""
     if device.type != "cuda" or not enabled:
         return contextlib.nullcontext(), None

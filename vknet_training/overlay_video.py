@@ -13,8 +13,9 @@ import functools
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -58,8 +59,10 @@ def video_codec() -> str:
     """``"avc1"`` if OpenCV can write H.264 here, else ``"mp4v"`` (logged once)."""
     if _can_encode("avc1"):
         return "avc1"
-    log.info("this OpenCV build has no H.264 encoder; writing the overlay video as MPEG-4 "
-             "Part 2 (mp4v) instead (an OpenCV built with FFmpeg + libx264/openh264 writes H.264)")
+    log.info(
+        "this OpenCV build has no H.264 encoder; writing the overlay video as MPEG-4 "
+        "Part 2 (mp4v) instead (an OpenCV built with FFmpeg + libx264/openh264 writes H.264)"
+    )
     return "mp4v"
 
 
@@ -85,8 +88,9 @@ class OverlayVideo:
         if self._writer is None:
             self._hw = rgb.shape[:2]
             h, w = self._hw
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
-                                           self.fps, (w, h))
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h)
+            )
             if not self._writer.isOpened():
                 raise OSError(f"OpenCV cannot write a {self.codec_name} video to {self.path}")
         if rgb.shape[:2] != self._hw:

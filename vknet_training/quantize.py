@@ -20,21 +20,23 @@ default 0.01 = 1 STQ point, needs labels; ``--min-semantic-agreement``, default 
 command exits 1, leaves no model behind and the report says why. The report JSON is always
 written.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from vknet_core.atomic import atomic_path, write_text_atomic
 from vknet_core.cli import CliError, run_cli
-from vknet_export.quantize import RECIPES, quantize_onnx
+from vknet_export.quantize import RECIPES, quantize_onnx, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ class FrameSource:
     def check(self, what: str) -> None:
         given = [p for p in (self.images, self.video, self.data) if p is not None]
         if len(given) != 1:
-            raise CliError(f"{what}: give exactly one of --{what}-images, --{what}-video, "
-                           f"--{what}-data, got {len(given)}")
+            raise CliError(
+                f"{what}: give exactly one of --{what}-images, --{what}-video, "
+                f"--{what}-data, got {len(given)}"
+            )
         if not given[0].exists():
             raise CliError(f"{what} frames not found: {given[0]}")
 
@@ -75,7 +79,7 @@ class FrameSource:
             from vknet_training.datasets import build_reader
 
             reader = build_reader(dataset, self.data, self.split)
-            for q in reader.sequences()[:self.max_sequences]:
+            for q in reader.sequences()[: self.max_sequences]:
                 n = min(reader.num_frames(q), self.max_frames or reader.num_frames(q))
                 yield (reader.read_frame(q, i) for i in range(n))
 
@@ -152,16 +156,21 @@ def accuracy_report(fp32_path: Path, int8_path: Path, source: FrameSource) -> di
             p.close()
     if frames == 0:
         raise CliError("no validation frames: the --val source was empty")
-    report: dict = {"frames": frames, "clips": clips, "labelled": source.labelled,
-                    "semantic_agreement": same_sem / pixels,
-                    "panoptic_agreement": same_pan / pixels,
-                    "seconds": round(time.perf_counter() - t0, 1)}
+    report: dict = {
+        "frames": frames,
+        "clips": clips,
+        "labelled": source.labelled,
+        "semantic_agreement": same_sem / pixels,
+        "panoptic_agreement": same_pan / pixels,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     for k, s in scorers.items():
         r = s.result()
         report[k] = {m: r[m] for m in ("STQ", "AQ", "SQ", "VPQ")}
     if scorers:
-        report["delta"] = {m: _sub(report["int8"][m], report["fp32"][m])
-                           for m in ("STQ", "AQ", "SQ", "VPQ")}
+        report["delta"] = {
+            m: _sub(report["int8"][m], report["fp32"][m]) for m in ("STQ", "AQ", "SQ", "VPQ")
+        }
     return report
 
 
@@ -173,21 +182,27 @@ def verdict(report: dict, max_stq_loss: float, min_semantic_agreement: float) ->
     """Reasons to reject the int8 model (empty list: accepted)."""
     why = []
     if report["semantic_agreement"] < min_semantic_agreement:
-        why.append(f"semantic agreement {report['semantic_agreement']:.4f} < "
-                   f"{min_semantic_agreement}")
+        why.append(
+            f"semantic agreement {report['semantic_agreement']:.4f} < {min_semantic_agreement}"
+        )
     stq = report.get("delta", {}).get("STQ")
     if report["labelled"] and (stq is None or -stq > max_stq_loss):
         why.append(f"STQ loss {-stq if stq is not None else float('nan'):.4f} > {max_stq_loss}")
     return why
 
 
-def quantize_and_report(fp32: Path, output: Path, calib: FrameSource, val: FrameSource,
-                        recipe: str = "conv", calib_frames: int = 64,
-                        max_stq_loss: float = 0.01, min_semantic_agreement: float = 0.97,
-                        report_path: Optional[Path] = None) -> dict:
+def quantize_and_report(
+    fp32: Path,
+    output: Path,
+    calib: FrameSource,
+    val: FrameSource,
+    recipe: str = "conv",
+    calib_frames: int = 64,
+    max_stq_loss: float = 0.01,
+    min_semantic_agreement: float = 0.97,
+    report_path: Optional[Path] = None,
+) -> dict:
     """The CLI's work; returns the report. Raises CliError (model not written) on rejection."""
-    from vknet_export.to_onnx import read_metadata
-
     if not fp32.is_file():
         raise CliError(f"fp32 ONNX model not found: {fp32}")
     if recipe not in RECIPES:
@@ -199,48 +214,63 @@ def quantize_and_report(fp32: Path, output: Path, calib: FrameSource, val: Frame
     with atomic_path(output) as tmp:
         rgb_clips = ((rgb for rgb, _ in clip) for clip in calib.clips(cfg.labels.dataset))
         info = quantize_onnx(fp32, tmp, rgb_clips, RECIPES[recipe], max_frames=calib_frames)
-        report = {"fp32_model": str(fp32), "int8_model": str(output), "recipe": recipe,
-                  "recipe_settings": asdict(info.recipe),
-                  "calibration_frames": info.calibration_frames,
-                  "quantized_nodes": info.quantized_nodes,
-                  "limits": {"max_stq_loss": max_stq_loss,
-                             "min_semantic_agreement": min_semantic_agreement},
-                  **accuracy_report(fp32, tmp, val)}
+        report = {
+            "fp32_model": str(fp32),
+            "int8_model": str(output),
+            "recipe": recipe,
+            "recipe_settings": asdict(info.recipe),
+            "calibration_frames": info.calibration_frames,
+            "quantized_nodes": info.quantized_nodes,
+            "limits": {
+                "max_stq_loss": max_stq_loss,
+                "min_semantic_agreement": min_semantic_agreement,
+            },
+            **accuracy_report(fp32, tmp, val),
+        }
         reasons = verdict(report, max_stq_loss, min_semantic_agreement)
         report["accepted"] = not reasons
         report["rejected_because"] = reasons
         write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
         print(format_report(report))
         if reasons:
-            raise CliError(f"int8 model rejected ({'; '.join(reasons)}); not written. "
-                           f"Report: {report_path}")
+            raise CliError(
+                f"int8 model rejected ({'; '.join(reasons)}); not written. Report: {report_path}"
+            )
     print(f"wrote {output} and {report_path}")
     return report
 
 
 def format_report(r: dict) -> str:
-    lines = [f"int8 vs fp32 on {r['frames']} frames in {r['clips']} clips "
-             f"(calibrated on {r['calibration_frames']} frames, recipe {r['recipe']}):",
-             f"  semantic agreement {r['semantic_agreement']:.4f}, "
-             f"panoptic (class + track id) agreement {r['panoptic_agreement']:.4f}"]
+    lines = [
+        f"int8 vs fp32 on {r['frames']} frames in {r['clips']} clips "
+        f"(calibrated on {r['calibration_frames']} frames, recipe {r['recipe']}):",
+        f"  semantic agreement {r['semantic_agreement']:.4f}, "
+        f"panoptic (class + track id) agreement {r['panoptic_agreement']:.4f}",
+    ]
     if r.get("delta"):
         for m in ("STQ", "AQ", "SQ", "VPQ"):
             a, b, d = r["fp32"][m], r["int8"][m], r["delta"][m]
             if a is not None and b is not None:
                 lines.append(f"  {m:<4} fp32 {a:.4f}  int8 {b:.4f}  delta {d:+.4f}")
-    lines.append("  accepted" if r["accepted"] else
-                 "  REJECTED: " + "; ".join(r["rejected_because"]))
+    lines.append(
+        "  accepted" if r["accepted"] else "  REJECTED: " + "; ".join(r["rejected_because"])
+    )
     return "\n".join(lines)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--onnx", type=Path, required=True, help="fp32 graph from export/to_onnx.py")
     p.add_argument("--output", type=Path, required=True, help="int8 .onnx to write")
     p.add_argument("--report", type=Path, help="report JSON (default: OUTPUT.report.json)")
-    p.add_argument("--recipe", default="conv", choices=sorted(RECIPES),
-                   help="quantization recipe (default conv: see README int8)")
+    p.add_argument(
+        "--recipe",
+        default="conv",
+        choices=sorted(RECIPES),
+        help="quantization recipe (default conv: see README int8)",
+    )
     for what, split in (("calib", "train"), ("val", "val")):
         g = p.add_argument_group(f"{what} frames (one source)")
         g.add_argument(f"--{what}-images", type=Path, help="folder of images (one clip)")
@@ -248,13 +278,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         g.add_argument(f"--{what}-data", type=Path, help="dataset root (model's format)")
         g.add_argument(f"--{what}-split", default=split, help=f"dataset split (default {split})")
         g.add_argument(f"--{what}-max-sequences", type=int, help="use the first N sequences")
-    p.add_argument("--calib-frames", type=int, default=64,
-                   help="calibration frames in all (default 64)")
+    p.add_argument(
+        "--calib-frames", type=int, default=64, help="calibration frames in all (default 64)"
+    )
     p.add_argument("--val-max-frames", type=int, help="validation frames per clip")
-    p.add_argument("--max-stq-loss", type=float, default=0.01,
-                   help="reject above this STQ loss (labelled --val-data; default 0.01)")
-    p.add_argument("--min-semantic-agreement", type=float, default=0.97,
-                   help="reject below this fraction of same-class pixels (default 0.97)")
+    p.add_argument(
+        "--max-stq-loss",
+        type=float,
+        default=0.01,
+        help="reject above this STQ loss (labelled --val-data; default 0.01)",
+    )
+    p.add_argument(
+        "--min-semantic-agreement",
+        type=float,
+        default=0.97,
+        help="reject below this fraction of same-class pixels (default 0.97)",
+    )
     args = p.parse_args(argv)
     if args.calib_frames < 1:
         p.error(f"--calib-frames must be >= 1, got {args.calib_frames}")
@@ -266,10 +305,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's root warnings
     logging.getLogger("vknet_training").setLevel(logging.INFO)
-    calib = FrameSource(args.calib_images, args.calib_video, args.calib_data, args.calib_split,
-                        args.calib_max_sequences)
-    val = FrameSource(args.val_images, args.val_video, args.val_data, args.val_split,
-                      args.val_max_sequences, args.val_max_frames)
-    return run_cli("quantize.py", lambda: quantize_and_report(
-        args.onnx, args.output, calib, val, args.recipe, args.calib_frames, args.max_stq_loss,
-        args.min_semantic_agreement, args.report) and None)
+    calib = FrameSource(
+        args.calib_images,
+        args.calib_video,
+        args.calib_data,
+        args.calib_split,
+        args.calib_max_sequences,
+    )
+    val = FrameSource(
+        args.val_images,
+        args.val_video,
+        args.val_data,
+        args.val_split,
+        args.val_max_sequences,
+        args.val_max_frames,
+    )
+    return run_cli(
+        "quantize.py",
+        lambda: (
+            quantize_and_report(
+                args.onnx,
+                args.output,
+                calib,
+                val,
+                args.recipe,
+                args.calib_frames,
+                args.max_stq_loss,
+                args.min_semantic_agreement,
+                args.report,
+            )
+            and None
+        ),
+    )

@@ -15,6 +15,7 @@ Frames are processed in recorded order, none dropped; tracks reset at a new KITT
 and like the node when a stamp goes back or the resolution changes. Nothing half-written is
 left behind on failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -40,8 +42,13 @@ from vknet_core.postprocess.panoptic import MergeConfig
 from vknet_core.preprocess import PreprocessConfig
 from vknet_core.sequence_break import SequenceBreaks
 from vknet_core.types import PanopticFrame
-from vknet_training.bag_writer import (DEFAULT_NAMESPACE, IMAGE_OUTPUTS, ResultBagWriter,
-                                       check_bag_out, check_namespace)
+from vknet_training.bag_writer import (
+    DEFAULT_NAMESPACE,
+    IMAGE_OUTPUTS,
+    ResultBagWriter,
+    check_bag_out,
+    check_namespace,
+)
 from vknet_training.frame_sources import FrameSource, open_source
 from vknet_training.overlay_video import OverlayVideo
 
@@ -75,8 +82,10 @@ class RunSummary:
             out.append(f"{self.png_dir}")
         if self.video is not None:
             out.append(f"{self.video} ({self.video_codec})")
-        return (f"{self.frames} frames from {self.source} in {self.seconds:.1f} s "
-                f"({self.fps:.1f} fps), {self.resets} track resets -> " + ", ".join(out))
+        return (
+            f"{self.frames} frames from {self.source} in {self.seconds:.1f} s "
+            f"({self.fps:.1f} fps), {self.resets} track resets -> " + ", ".join(out)
+        )
 
 
 def kitti_step_png(frame: PanopticFrame) -> np.ndarray:
@@ -91,16 +100,27 @@ def kitti_step_png(frame: PanopticFrame) -> np.ndarray:
 def _labels(pipeline: VideoPanopticPipeline, frame: PanopticFrame, palette: np.ndarray) -> str:
     """The node's ``~/labels`` JSON; the divisor is the one this frame was encoded with."""
     lab = pipeline.model_cfg.labels
-    return labels_doc(lab.class_names, lab.thing_train_ids,
-                      [tuple(int(c) for c in palette[i]) for i in range(lab.num_classes)],
-                      label_divisor=frame.label_divisor, ignore_label=lab.ignore_label)
+    return labels_doc(
+        lab.class_names,
+        lab.thing_train_ids,
+        [tuple(int(c) for c in palette[i]) for i in range(lab.num_classes)],
+        label_divisor=frame.label_divisor,
+        ignore_label=lab.ignore_label,
+    )
 
 
-def _check_options(output: Optional[Path], bag_out: Optional[Path], namespace: str,
-                   fps: Optional[float], max_frames: Optional[int], alpha: float) -> None:
+def _check_options(
+    output: Optional[Path],
+    bag_out: Optional[Path],
+    namespace: str,
+    fps: Optional[float],
+    max_frames: Optional[int],
+    alpha: float,
+) -> None:
     if output is None and bag_out is None:
-        raise CliError("nothing to write: give --output (PNGs + overlay video) and/or "
-                       "--bag-out (result bag)")
+        raise CliError(
+            "nothing to write: give --output (PNGs + overlay video) and/or --bag-out (result bag)"
+        )
     if bag_out is not None:
         check_bag_out(bag_out)
         check_namespace(namespace)
@@ -116,8 +136,10 @@ def _check_options(output: Optional[Path], bag_out: Optional[Path], namespace: s
 
 def _check_source(src: FrameSource, bag_out: Optional[Path]) -> None:
     if bag_out is not None and src.kind != "bag":
-        raise CliError(f"--bag-out needs a bag as --input (each output copies its input "
-                       f"message's header and log time); got a {src.kind} source")
+        raise CliError(
+            f"--bag-out needs a bag as --input (each output copies its input "
+            f"message's header and log time); got a {src.kind} source"
+        )
 
 
 def _publish(stage: Path, out: Path) -> None:
@@ -133,19 +155,27 @@ def _publish(stage: Path, out: Path) -> None:
         (out / "overlay.mp4").unlink(missing_ok=True)
 
 
-def run_pipeline(pipeline: VideoPanopticPipeline, source: Union[Path, FrameSource],
-                 output: Optional[Path] = None, write_video: bool = True,
-                 fps: Optional[float] = None, max_frames: Optional[int] = None,
-                 sequence: int = 0, alpha: float = 0.5, progress: bool = True,
-                 topic: Optional[str] = None, bag_out: Optional[Path] = None,
-                 namespace: str = DEFAULT_NAMESPACE, bag_overlay: bool = False) -> RunSummary:
+def run_pipeline(
+    pipeline: VideoPanopticPipeline,
+    source: Union[Path, FrameSource],
+    output: Optional[Path] = None,
+    write_video: bool = True,
+    fps: Optional[float] = None,
+    max_frames: Optional[int] = None,
+    sequence: int = 0,
+    alpha: float = 0.5,
+    progress: bool = True,
+    topic: Optional[str] = None,
+    bag_out: Optional[Path] = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    bag_overlay: bool = False,
+) -> RunSummary:
     """Run any pipeline over ``source`` (a path, or an opened ``FrameSource``); write PNGs and
     the overlay video under ``output`` and/or the result bag ``bag_out`` (bag inputs)."""
     output = Path(output) if output is not None else None
     bag_out = Path(bag_out) if bag_out is not None else None
     _check_options(output, bag_out, namespace, fps, max_frames, alpha)
-    src = source if isinstance(source, FrameSource) else open_source(Path(source), topic,
-                                                                       sequence)
+    src = source if isinstance(source, FrameSource) else open_source(Path(source), topic, sequence)
     with contextlib.ExitStack() as stack:
         stack.callback(src.close)
         _check_source(src, bag_out)
@@ -174,9 +204,16 @@ def run_pipeline(pipeline: VideoPanopticPipeline, source: Union[Path, FrameSourc
         return s
 
 
-def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Optional[Path],
-                video: Optional[OverlayVideo], bag: Optional[ResultBagWriter],
-                max_frames: Optional[int], alpha: float, progress: bool) -> RunSummary:
+def _run_frames(
+    pipeline: VideoPanopticPipeline,
+    src: FrameSource,
+    stage: Optional[Path],
+    video: Optional[OverlayVideo],
+    bag: Optional[ResultBagWriter],
+    max_frames: Optional[int],
+    alpha: float,
+    progress: bool,
+) -> RunSummary:
     import cv2
 
     palette = visualize.class_palette(pipeline.model_cfg.labels.num_classes)
@@ -225,13 +262,20 @@ def _run_frames(pipeline: VideoPanopticPipeline, src: FrameSource, stage: Option
                 break  # before decoding another frame
     if n == 0:
         raise ValueError(f"no frames read from {name}")
-    return RunSummary(frames=n, png_dir=None, video=None, seconds=time.perf_counter() - t0,
-                      mean_ms={k: 1000.0 * v / n for k, v in sums.items()}, resets=resets,
-                      source=name)
+    return RunSummary(
+        frames=n,
+        png_dir=None,
+        video=None,
+        seconds=time.perf_counter() - t0,
+        mean_ms={k: 1000.0 * v / n for k, v in sums.items()},
+        resets=resets,
+        source=name,
+    )
 
 
-def load_pipeline(checkpoint: Path, device: str = "cpu",
-                  cfg: Optional[PipelineConfig] = None) -> VideoPanopticPipeline:
+def load_pipeline(
+    checkpoint: Path, device: str = "cpu", cfg: Optional[PipelineConfig] = None
+) -> VideoPanopticPipeline:
     """Checkpoint -> PyTorch pipeline, padded to the model's size divisor (as the node)."""
     import torch
 
@@ -240,25 +284,38 @@ def load_pipeline(checkpoint: Path, device: str = "cpu",
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; expected a vknet "
-                                "checkpoint (.pt) written by training/train.py")
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint} does not exist; expected a vknet "
+            "checkpoint (.pt) written by training/train.py"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {device}: CUDA is not available on this machine; use cpu")
     model = load_checkpoint(checkpoint)
     cfg = cfg or PipelineConfig()
     pre = dataclasses.replace(cfg.preprocess, size_divisor=model.cfg.size_divisor)
-    return VideoPanopticPipeline(TorchBackend(model, device), model.cfg,
-                                 dataclasses.replace(cfg, preprocess=pre))
+    return VideoPanopticPipeline(
+        TorchBackend(model, device), model.cfg, dataclasses.replace(cfg, preprocess=pre)
+    )
 
 
-def run_video(checkpoint: Path, source: Path, output: Optional[Path] = None, device: str = "cpu",
-              cfg: Optional[PipelineConfig] = None, **kwargs) -> RunSummary:
+def run_video(
+    checkpoint: Path,
+    source: Path,
+    output: Optional[Path] = None,
+    device: str = "cpu",
+    cfg: Optional[PipelineConfig] = None,
+    **kwargs,
+) -> RunSummary:
     """Check the outputs and open the input, then checkpoint -> pipeline -> ``run_pipeline``
     (kwargs as there)."""
-    _check_options(Path(output) if output is not None else None,
-                   Path(kwargs["bag_out"]) if kwargs.get("bag_out") is not None else None,
-                   kwargs.get("namespace", DEFAULT_NAMESPACE), kwargs.get("fps"),
-                   kwargs.get("max_frames"), kwargs.get("alpha", 0.5))
+    _check_options(
+        Path(output) if output is not None else None,
+        Path(kwargs["bag_out"]) if kwargs.get("bag_out") is not None else None,
+        kwargs.get("namespace", DEFAULT_NAMESPACE),
+        kwargs.get("fps"),
+        kwargs.get("max_frames"),
+        kwargs.get("alpha", 0.5),
+    )
     src = open_source(Path(source), kwargs.pop("topic", None), kwargs.get("sequence", 0))
     try:
         _check_source(src, kwargs.get("bag_out"))
@@ -275,25 +332,51 @@ def run_video(checkpoint: Path, source: Path, output: Optional[Path] = None, dev
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="vknet checkpoint (.pt)")
-    p.add_argument("--input", type=Path, required=True,
-                   help="video file, image folder, rosbag2 folder or .mcap file")
-    p.add_argument("--output", type=Path, default=None,
-                   help="folder for panoptic/*.png and overlay.mp4")
+    p.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="video file, image folder, rosbag2 folder or .mcap file",
+    )
+    p.add_argument(
+        "--output", type=Path, default=None, help="folder for panoptic/*.png and overlay.mp4"
+    )
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    p.add_argument("--net-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size (multiples of 32); default: the frame padded to 32")
+    p.add_argument(
+        "--net-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="network input size (multiples of 32); default: the frame padded to 32",
+    )
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--sequence", type=int, default=0,
-                   help="sequence number in video / bag PNG names")
+    p.add_argument(
+        "--sequence", type=int, default=0, help="sequence number in video / bag PNG names"
+    )
     g = p.add_argument_group("ROS 2 bags")
-    g.add_argument("--topic", default=None, help="image topic (sensor_msgs/Image or "
-                   "CompressedImage); required when the bag has several")
-    g.add_argument("--bag-out", type=Path, default=None,
-                   help="write the node's outputs to this new rosbag2 folder (MCAP)")
-    g.add_argument("--namespace", default=DEFAULT_NAMESPACE,
-                   help=f"topic prefix in --bag-out (default {DEFAULT_NAMESPACE}, the node's)")
-    g.add_argument("--bag-overlay", action="store_true",
-                   help="also write <namespace>/overlay (rgb8) to --bag-out")
+    g.add_argument(
+        "--topic",
+        default=None,
+        help="image topic (sensor_msgs/Image or "
+        "CompressedImage); required when the bag has several",
+    )
+    g.add_argument(
+        "--bag-out",
+        type=Path,
+        default=None,
+        help="write the node's outputs to this new rosbag2 folder (MCAP)",
+    )
+    g.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help=f"topic prefix in --bag-out (default {DEFAULT_NAMESPACE}, the node's)",
+    )
+    g.add_argument(
+        "--bag-overlay",
+        action="store_true",
+        help="also write <namespace>/overlay (rgb8) to --bag-out",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--no-video", action="store_true", help="write PNGs only")
     g.add_argument("--fps", type=float, default=None, help="overlay fps (default: source or 10)")
@@ -301,8 +384,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     g = p.add_argument_group("post-processing")
     g.add_argument("--instance-score-thr", type=float, default=0.25, help="thing score threshold")
     g.add_argument("--overlap-thr", type=float, default=0.6, help="owned/visible area threshold")
-    g.add_argument("--void-as-road", action="store_true",
-                   help="write void pixels as train id 0, like the official export")
+    g.add_argument(
+        "--void-as-road",
+        action="store_true",
+        help="write void pixels as train id 0, like the official export",
+    )
     return p.parse_args(argv)
 
 
@@ -317,13 +403,28 @@ def _net_hw(size: Optional[Sequence[int]]) -> Optional[tuple[int, int]]:
 def _run(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         preprocess=PreprocessConfig(net_hw=_net_hw(args.net_size)),
-        merge=MergeConfig(instance_score_thr=args.instance_score_thr,
-                          overlap_thr=args.overlap_thr, void_as_road=args.void_as_road),
+        merge=MergeConfig(
+            instance_score_thr=args.instance_score_thr,
+            overlap_thr=args.overlap_thr,
+            void_as_road=args.void_as_road,
+        ),
     )
-    s = run_video(args.checkpoint, args.input, args.output, args.device, cfg,
-                  write_video=not args.no_video, fps=args.fps, max_frames=args.max_frames,
-                  sequence=args.sequence, alpha=args.alpha, topic=args.topic,
-                  bag_out=args.bag_out, namespace=args.namespace, bag_overlay=args.bag_overlay)
+    s = run_video(
+        args.checkpoint,
+        args.input,
+        args.output,
+        args.device,
+        cfg,
+        write_video=not args.no_video,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        sequence=args.sequence,
+        alpha=args.alpha,
+        topic=args.topic,
+        bag_out=args.bag_out,
+        namespace=args.namespace,
+        bag_overlay=args.bag_overlay,
+    )
     stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.mean_ms.items())
     print(f"{s.line()}\nmean per frame: {stages}")
     return 0

@@ -3,6 +3,7 @@
 Only the main rank writes. A resumed run appends; a new run starts the file again. Every line
 is written whole and flushed, so the file is valid JSON lines even after a crash.
 """
+
 from __future__ import annotations
 
 import json

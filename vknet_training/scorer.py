@@ -1,15 +1,16 @@
 """STQ and VPQ accumulated together over sequences, frame by frame (``metrics.md``).
 
-    scorer = Scorer(EvalSettings.for_dataset("kitti_step"))
-    scorer.update(gt, pred, sequence_id)      # int [H, W] panoptic maps, time order
-    result = scorer.result()                  # strict-JSON dict (NaN -> None)
+scorer = Scorer(EvalSettings.for_dataset("kitti_step"))
+scorer.update(gt, pred, sequence_id)      # int [H, W] panoptic maps, time order
+result = scorer.result()                  # strict-JSON dict (NaN -> None)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import asdict
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 

@@ -17,6 +17,7 @@ first training pair); only then ``--out`` gets ``train_config.json``. Written in
 ``metrics.jsonl``, TensorBoard scalars in ``tb/``, ``curves.png``. A run that fails before its
 first checkpoint removes the run folder it created; after that the folder stays (resumable).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,10 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -42,12 +44,19 @@ from vknet_core.config import VKNetConfig
 from vknet_core.losses import VideoKNetCriterion
 from vknet_training.batches import batch_stream, check_enough_items
 from vknet_training.checkpointing import (
-    load_init_weights, load_training_state, resolve_resume, save_training_state,
+    load_init_weights,
+    load_training_state,
+    resolve_resume,
+    save_training_state,
 )
 from vknet_training.datasets import PairDataset, VideoReader, build_reader
 from vknet_training.dist import DistContext, init_distributed
 from vknet_training.optim import (
-    amp_context, build_optimizer, build_scheduler, lr_factor, set_lr_for_step,
+    amp_context,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    set_lr_for_step,
 )
 from vknet_training.scalar_log import ScalarLog
 from vknet_training.train_config import TrainConfig, check_config, parse_args
@@ -113,8 +122,10 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
     """
     check_config(cfg)
     if cfg.batch_size % ctx.world_size:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the number of "
-                         f"processes ({ctx.world_size})")
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} must be a multiple of the number of "
+            f"processes ({ctx.world_size})"
+        )
     if cfg.resume is not None:
         resolve_resume(cfg.resume)
     if cfg.threads is not None:
@@ -132,8 +143,10 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
     model: torch.nn.Module = PairModel(net)
     if ctx.distributed:
         model = DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=False)  # every parameter is in the graph of a pair
+            model,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=False,
+        )  # every parameter is in the graph of a pair
     optimizer = build_optimizer(net, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     autocast, scaler = amp_context(ctx.device, cfg.amp)
@@ -146,15 +159,31 @@ def prepare(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
 
     per_rank = cfg.batch_size // ctx.world_size
     reader = build_reader(mcfg.labels.dataset, cfg.data, cfg.split)
-    dataset = PairDataset(reader, mcfg, crop=cfg.crop, scale=cfg.scale, train=True,
-                          seed=cfg.seed)
+    dataset = PairDataset(reader, mcfg, crop=cfg.crop, scale=cfg.scale, train=True, seed=cfg.seed)
     check_enough_items(len(dataset), ctx, per_rank)
     _ = dataset[0]  # read one pair now: unreadable images or labels fail before --out is touched
-    val_reader = (build_reader(mcfg.labels.dataset, cfg.val_data, cfg.val_split)
-                  if cfg.val_data is not None else None)
+    val_reader = (
+        build_reader(mcfg.labels.dataset, cfg.val_data, cfg.val_split)
+        if cfg.val_data is not None
+        else None
+    )
     criterion = VideoKNetCriterion(mcfg, cfg.loss, reduce_mean=ctx.mean)
-    return TrainRun(cfg, ctx, mcfg, net, model, optimizer, scheduler, scaler, autocast,
-                    criterion, dataset, val_reader, start, per_rank)
+    return TrainRun(
+        cfg,
+        ctx,
+        mcfg,
+        net,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        autocast,
+        criterion,
+        dataset,
+        val_reader,
+        start,
+        per_rank,
+    )
 
 
 def train_step(run: TrainRun, batch: dict[str, Any], step: int) -> dict[str, float]:
@@ -172,7 +201,8 @@ def train_step(run: TrainRun, batch: dict[str, Any], step: int) -> dict[str, flo
     if not math.isfinite(total):
         raise FloatingPointError(
             f"non-finite loss at step {step}: "
-            + ", ".join(f"{k}={float(v):.4g}" for k, v in zip(names, vals)))
+            + ", ".join(f"{k}={float(v):.4g}" for k, v in zip(names, vals))
+        )
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -187,8 +217,12 @@ def train_step(run: TrainRun, batch: dict[str, Any], step: int) -> dict[str, flo
         optimizer.step()
     lr = optimizer.param_groups[0]["lr"]
     run.scheduler.step()
-    return {"loss": total, "lr": lr, "grad_norm": float(grad_norm),
-            **{k: float(v) for k, v in zip(names, vals)}}
+    return {
+        "loss": total,
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        **{k: float(v) for k, v in zip(names, vals)},
+    }
 
 
 @contextlib.contextmanager
@@ -219,8 +253,9 @@ def train(cfg: TrainConfig) -> Path:
         run = prepare(cfg, ctx)
         with run_folder(Path(cfg.out), ctx.is_main) as out:
             if ctx.is_main:
-                write_text_atomic(out / "train_config.json",
-                                  json.dumps(cfg.to_json_dict(), indent=1) + "\n")
+                write_text_atomic(
+                    out / "train_config.json", json.dumps(cfg.to_json_dict(), indent=1) + "\n"
+                )
             return _loop(run, out)
     finally:
         ctx.close()
@@ -229,17 +264,27 @@ def train(cfg: TrainConfig) -> Path:
 def _loop(run: TrainRun, out: Path) -> Path:
     cfg, ctx, net = run.cfg, run.ctx, run.net
     logger = ScalarLog(out, ctx.is_main, append=run.start > 0)
-    log.info("training %s on %d key frames of %s (%s), %d iterations, global batch %d on %d "
-             "process(es), device %s", run.mcfg.name, len(run.dataset), cfg.data, cfg.split,
-             cfg.iters, cfg.batch_size, ctx.world_size, ctx.device)
+    log.info(
+        "training %s on %d key frames of %s (%s), %d iterations, global batch %d on %d "
+        "process(es), device %s",
+        run.mcfg.name,
+        len(run.dataset),
+        cfg.data,
+        cfg.split,
+        cfg.iters,
+        cfg.batch_size,
+        ctx.world_size,
+        ctx.device,
+    )
     extra = {"train_config": cfg.to_json_dict()}
 
     def validate(step: int) -> None:
         if run.val_reader is not None and ctx.is_main:
             from vknet_training.validate import validate_model
 
-            scores = validate_model(net, run.val_reader, str(ctx.device),
-                                    max_sequences=cfg.val_max_sequences)
+            scores = validate_model(
+                net, run.val_reader, str(ctx.device), max_sequences=cfg.val_max_sequences
+            )
             logger.write(step, scores, kind="val")
         ctx.barrier()
 
@@ -248,8 +293,9 @@ def _loop(run: TrainRun, out: Path) -> Path:
     if ctx.is_main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.iters, initial=run.start, desc="train", dynamic_ncols=True,
-                   file=sys.stderr)
+        bar = tqdm(
+            total=cfg.iters, initial=run.start, desc="train", dynamic_ncols=True, file=sys.stderr
+        )
     t_start = t_log = time.perf_counter()
     step = last_log = run.start
     try:
@@ -268,8 +314,9 @@ def _loop(run: TrainRun, out: Path) -> Path:
                 validate(step)
             if step % cfg.ckpt_every == 0 or step == cfg.iters:
                 if ctx.is_main:
-                    save_training_state(out / "last.pt", net, run.optimizer, run.scheduler,
-                                        run.scaler, step, extra)
+                    save_training_state(
+                        out / "last.pt", net, run.optimizer, run.scheduler, run.scaler, step, extra
+                    )
                 ctx.barrier()
     finally:
         if bar is not None:

@@ -7,13 +7,15 @@ dataclass, argparse and ``--help`` cannot disagree.
     cfg = parse_args(["--preset", "tiny", "--data", "data/synthetic", "--out", "runs/tiny"])
     check_config(cfg)          # ValueError naming the flag, before anything is created
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from vknet_core.cli import ArgumentParser
 from vknet_core.config import PRESETS
@@ -63,6 +65,7 @@ class TrainConfig:
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings), as written to ``train_config.json``."""
+
         def plain(v: Any) -> Any:
             if isinstance(v, dict):
                 return {k: plain(x) for k, x in v.items()}
@@ -76,15 +79,23 @@ class TrainConfig:
 def check_config(cfg: TrainConfig) -> None:
     """Value checks that need no file: ``ValueError`` naming the flag, what it got and wants."""
     if cfg.preset not in PRESETS:
-        raise ValueError(f"--preset {cfg.preset!r} is not a preset; expected one of "
-                         f"{sorted(PRESETS)}")
-    positive = {"--iters": cfg.iters, "--batch-size": cfg.batch_size,
-                "--ckpt-every": cfg.ckpt_every, "--log-every": cfg.log_every}
+        raise ValueError(
+            f"--preset {cfg.preset!r} is not a preset; expected one of {sorted(PRESETS)}"
+        )
+    positive = {
+        "--iters": cfg.iters,
+        "--batch-size": cfg.batch_size,
+        "--ckpt-every": cfg.ckpt_every,
+        "--log-every": cfg.log_every,
+    }
     for flag, v in positive.items():
         if v < 1:
             raise ValueError(f"{flag} must be >= 1, got {v}")
-    for flag, v in {"--val-every": cfg.val_every, "--warmup-iters": cfg.warmup_iters,
-                    "--workers": cfg.workers}.items():
+    for flag, v in {
+        "--val-every": cfg.val_every,
+        "--warmup-iters": cfg.warmup_iters,
+        "--workers": cfg.workers,
+    }.items():
         if v < 0:
             raise ValueError(f"{flag} must be >= 0, got {v}")
     if cfg.threads is not None and cfg.threads < 1:
@@ -103,8 +114,9 @@ def check_config(cfg: TrainConfig) -> None:
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{flag} {path}: no such folder (expected a dataset root)")
     if cfg.init is not None and cfg.resume is not None:
-        raise ValueError("give --init (new run from weights) or --resume (continue a run), "
-                         "not both")
+        raise ValueError(
+            "give --init (new run from weights) or --resume (continue a run), not both"
+        )
     if cfg.init is not None and not Path(cfg.init).is_file():
         raise FileNotFoundError(f"--init {cfg.init}: no such checkpoint file")
 
@@ -129,58 +141,103 @@ def _on_off(text: str) -> bool:
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     """Flags named as the ``TrainConfig`` fields; defaults read from the dataclass."""
-    p = ArgumentParser(prog="train.py", description=description,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="train.py",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     def add(group: Any, flag: str, help: str, **kw: Any) -> None:
         dest = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
         group.add_argument(flag, dest=dest, default=_default(dest), help=help, **kw)
 
     g = p.add_argument_group("run")
-    g.add_argument("--preset", required=True, metavar="PRESET",
-                   help=f"model preset: {', '.join(sorted(PRESETS))}")
-    g.add_argument("--data", type=Path, required=True,
-                   help="dataset root (the preset's dataset layout, e.g. KITTI-STEP)")
+    g.add_argument(
+        "--preset",
+        required=True,
+        metavar="PRESET",
+        help=f"model preset: {', '.join(sorted(PRESETS))}",
+    )
+    g.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="dataset root (the preset's dataset layout, e.g. KITTI-STEP)",
+    )
     g.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
     add(g, "--split", "training split folder (default %(default)s)")
     add(g, "--resume", "run folder or last.pt to continue from", type=Path)
-    add(g, "--init", "vknet checkpoint to initialise the weights from (same preset, or one "
-        "whose tensors have the same shapes)", type=Path)
-    add(g, "--seed", "seed of weights, data order and augmentation (default %(default)s)",
-        type=int)
+    add(
+        g,
+        "--init",
+        "vknet checkpoint to initialise the weights from (same preset, or one "
+        "whose tensors have the same shapes)",
+        type=Path,
+    )
+    add(
+        g, "--seed", "seed of weights, data order and augmentation (default %(default)s)", type=int
+    )
     add(g, "--device", "auto|cpu|cuda (default %(default)s)")
     add(g, "--workers", "data loader workers (default %(default)s)", type=int)
-    add(g, "--threads", "torch CPU threads per process (1 is fastest on a busy machine; "
-        "default: torch's choice)", type=int)
+    add(
+        g,
+        "--threads",
+        "torch CPU threads per process (1 is fastest on a busy machine; default: torch's choice)",
+        type=int,
+    )
     g = p.add_argument_group("optimisation")
-    add(g, "--iters", "iterations (default %(default)s, the GPU schedule; on a CPU that is "
+    add(
+        g,
+        "--iters",
+        "iterations (default %(default)s, the GPU schedule; on a CPU that is "
         "hours even for the tiny preset: see the README's Training section, and start with "
-        "--iters 200)", type=int)
-    add(g, "--batch-size", "global batch, split over the processes (default %(default)s)",
-        type=int)
+        "--iters 200)",
+        type=int,
+    )
+    add(
+        g, "--batch-size", "global batch, split over the processes (default %(default)s)", type=int
+    )
     add(g, "--lr", "AdamW learning rate (default %(default)s)", type=float)
     add(g, "--weight-decay", "AdamW weight decay (default %(default)s)", type=float)
-    add(g, "--backbone-lr-mult", "backbone learning rate factor (default %(default)s)",
-        type=float)
+    add(g, "--backbone-lr-mult", "backbone learning rate factor (default %(default)s)", type=float)
     add(g, "--warmup-iters", "linear warm-up iterations (default %(default)s)", type=int)
-    add(g, "--decay-at", "LR x0.1 at these fractions of --iters (default %(default)s)",
-        type=float, nargs="*")
+    add(
+        g,
+        "--decay-at",
+        "LR x0.1 at these fractions of --iters (default %(default)s)",
+        type=float,
+        nargs="*",
+    )
     add(g, "--clip-grad", "gradient L2 clip (default %(default)s)", type=float)
     add(g, "--no-amp", "disable mixed precision on CUDA", dest="amp", action="store_false")
-    add(g, "--norm-eval", "on: freeze all BatchNorm statistics; off: let the preset's "
+    add(
+        g,
+        "--norm-eval",
+        "on: freeze all BatchNorm statistics; off: let the preset's "
         "BatchNorm train; default: the preset's. Without a GPU, DDP has no SyncBatchNorm: use "
-        "'on' for results independent of the number of processes", type=_on_off,
-        metavar="{on,off}")
+        "'on' for results independent of the number of processes",
+        type=_on_off,
+        metavar="{on,off}",
+    )
     g = p.add_argument_group("data")
-    add(g, "--crop", "training crop (default %(default)s)", type=int, nargs=2,
-        metavar=("H", "W"))
-    add(g, "--scale", "random resize range (default %(default)s)", type=float, nargs=2,
-        metavar=("LO", "HI"))
+    add(g, "--crop", "training crop (default %(default)s)", type=int, nargs=2, metavar=("H", "W"))
+    add(
+        g,
+        "--scale",
+        "random resize range (default %(default)s)",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+    )
     g = p.add_argument_group("validation and logging")
     add(g, "--val-data", "dataset root to validate on (STQ, VPQ)", type=Path)
     add(g, "--val-split", "validation split (default %(default)s)")
-    add(g, "--val-every", "validate every N iterations (default %(default)s: only at the end)",
-        type=int)
+    add(
+        g,
+        "--val-every",
+        "validate every N iterations (default %(default)s: only at the end)",
+        type=int,
+    )
     add(g, "--val-max-sequences", "validate on the first N sequences", type=int)
     add(g, "--ckpt-every", "write last.pt every N iterations (default %(default)s)", type=int)
     add(g, "--log-every", "log losses every N iterations (default %(default)s)", type=int)

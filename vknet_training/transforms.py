@@ -12,10 +12,11 @@ once per clip from a ``numpy.random.Generator`` and call the functional form.
 Frames: ``images`` are uint8 [H, W, 3] RGB arrays, ``panoptics`` int64 [H, W] arrays holding
 ``semantic * label_divisor + instance`` (void = ``ignore_label * label_divisor``).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -156,9 +157,7 @@ def pad_tensor(x: Tensor, size: tuple[int, int], value: float = 0.0) -> Tensor:
     return torch.nn.functional.pad(x, (0, size[1] - w, 0, size[0] - h), value=value)
 
 
-def normalize(
-    image: np.ndarray, mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 [H, W, 3] RGB -> float32 Tensor[3, H, W] ``(image - mean) / std``."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
@@ -189,7 +188,9 @@ class RandomResize:
         return keep_ratio_scale(size, self.target, r)
 
     def __call__(
-        self, images: Sequence[np.ndarray], panoptics: Sequence[np.ndarray],
+        self,
+        images: Sequence[np.ndarray],
+        panoptics: Sequence[np.ndarray],
         rng: np.random.Generator,
     ) -> Clip:
         h, w = _check_clip(images, panoptics)
@@ -203,7 +204,9 @@ class RandomHFlip:
     p: float = 0.5
 
     def __call__(
-        self, images: Sequence[np.ndarray], panoptics: Sequence[np.ndarray],
+        self,
+        images: Sequence[np.ndarray],
+        panoptics: Sequence[np.ndarray],
         rng: np.random.Generator,
     ) -> Clip:
         if rng.random() < self.p:
@@ -230,7 +233,9 @@ class RandomCrop:
         return top, left, ch, cw
 
     def __call__(
-        self, images: Sequence[np.ndarray], panoptics: Sequence[np.ndarray],
+        self,
+        images: Sequence[np.ndarray],
+        panoptics: Sequence[np.ndarray],
         rng: np.random.Generator,
     ) -> Clip:
         hw = _check_clip(images, panoptics)
@@ -238,6 +243,16 @@ class RandomCrop:
 
 
 __all__ = [
-    "Clip", "RandomCrop", "RandomHFlip", "RandomResize", "crop_clip", "hflip_clip",
-    "keep_ratio_scale", "normalize", "pad_clip", "pad_tensor", "padded_size", "resize_clip",
+    "Clip",
+    "RandomCrop",
+    "RandomHFlip",
+    "RandomResize",
+    "crop_clip",
+    "hflip_clip",
+    "keep_ratio_scale",
+    "normalize",
+    "pad_clip",
+    "pad_tensor",
+    "padded_size",
+    "resize_clip",
 ]

@@ -11,13 +11,15 @@ VIPSeg 0, 1, 3, 5, 7); ``VPQ`` is their mean and ``VPQ_k0`` the single-frame win
     python training/validate.py --checkpoint vknet_ros/models/tiny_synthetic.pt \
         --data data/synthetic --split val          # prints the scores as JSON
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -27,7 +29,10 @@ from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.runtime import TorchBackend
 from vknet_training.eval_settings import EvalSettings
 from vknet_training.evaluate import (
-    check_label_space, evaluate_model, open_reader, reader_sequences,
+    check_label_space,
+    evaluate_model,
+    open_reader,
+    reader_sequences,
 )
 
 log = logging.getLogger(__name__)
@@ -37,17 +42,27 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     """The flat scores logged per validation (``metrics.jsonl``) from an evaluation result."""
     vp = result["vpq"]
     return {
-        "STQ": result["STQ"], "AQ": result["AQ"], "SQ": result["SQ"],
-        "VPQ": vp["mean"]["VPQ"], "VPQ_thing": vp["mean"]["VPQ_thing"],
-        "VPQ_stuff": vp["mean"]["VPQ_stuff"], "VPQ_k0": vp["k0"]["VPQ"],
-        "frames": result["num_frames"], "sequences": result["num_sequences"],
+        "STQ": result["STQ"],
+        "AQ": result["AQ"],
+        "SQ": result["SQ"],
+        "VPQ": vp["mean"]["VPQ"],
+        "VPQ_thing": vp["mean"]["VPQ_thing"],
+        "VPQ_stuff": vp["mean"]["VPQ_stuff"],
+        "VPQ_k0": vp["k0"]["VPQ"],
+        "frames": result["num_frames"],
+        "sequences": result["num_sequences"],
     }
 
 
-def validate_model(model: torch.nn.Module, reader: Any, device: str = "cpu",
-                   max_sequences: Optional[int] = None, max_frames: Optional[int] = None,
-                   pipeline_cfg: PipelineConfig = PipelineConfig(),
-                   sequences: Optional[Sequence[int]] = None) -> dict[str, Any]:
+def validate_model(
+    model: torch.nn.Module,
+    reader: Any,
+    device: str = "cpu",
+    max_sequences: Optional[int] = None,
+    max_frames: Optional[int] = None,
+    pipeline_cfg: PipelineConfig = PipelineConfig(),
+    sequences: Optional[Sequence[int]] = None,
+) -> dict[str, Any]:
     """Score ``model`` (a ``VideoKNet``) on the sequences of ``reader`` (a ``VideoReader``).
 
     The model is switched to eval mode for the run and back to its previous mode afterwards.
@@ -63,19 +78,30 @@ def validate_model(model: torch.nn.Module, reader: Any, device: str = "cpu",
     pipe = VideoPanopticPipeline(TorchBackend(model, device), model.cfg, pipeline_cfg)
     t0 = time.perf_counter()
     try:
-        out = headline(evaluate_model(frames, pipe, settings, progress=False,
-                                      total_frames=total))
+        out = headline(evaluate_model(frames, pipe, settings, progress=False, total_frames=total))
     finally:
         pipe.close()
         model.train(was_training)
-    log.info("validation: %d frames of %d sequences in %.1f s: STQ %.4f AQ %.4f SQ %.4f "
-             "VPQ %s", out["frames"], len(seqs), time.perf_counter() - t0, out["STQ"],
-             out["AQ"], out["SQ"], out["VPQ"])
+    log.info(
+        "validation: %d frames of %d sequences in %.1f s: STQ %.4f AQ %.4f SQ %.4f VPQ %s",
+        out["frames"],
+        len(seqs),
+        time.perf_counter() - t0,
+        out["STQ"],
+        out["AQ"],
+        out["SQ"],
+        out["VPQ"],
+    )
     return out
 
 
-def validate_checkpoint(checkpoint: Path, data: Path, split: str = "val", device: str = "cpu",
-                        max_sequences: Optional[int] = None) -> dict[str, Any]:
+def validate_checkpoint(
+    checkpoint: Path,
+    data: Path,
+    split: str = "val",
+    device: str = "cpu",
+    max_sequences: Optional[int] = None,
+) -> dict[str, Any]:
     """Load ``checkpoint`` and score it on ``split`` of ``data`` (the checkpoint's dataset)."""
     from vknet_core.checkpoint import load_checkpoint
 
@@ -87,8 +113,11 @@ def validate_checkpoint(checkpoint: Path, data: Path, split: str = "val", device
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = ArgumentParser(prog="validate.py", description="Score a vknet checkpoint on a video "
-                       "dataset split (STQ, AQ, SQ, VPQ) with the online pipeline.")
+    p = ArgumentParser(
+        prog="validate.py",
+        description="Score a vknet checkpoint on a video "
+        "dataset split (STQ, AQ, SQ, VPQ) with the online pipeline.",
+    )
     p.add_argument("--checkpoint", type=Path, required=True, help="vknet checkpoint (.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset root")
     p.add_argument("--split", default="val", help="split folder (default val)")

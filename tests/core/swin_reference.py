@@ -18,6 +18,7 @@ The official rules it encodes:
   (zero pad to even size first), LayerNorm, linear without bias;
 * output i = ``norm{i}`` of stage i's output (before its patch merging), channels first.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,24 +45,29 @@ def _attention(sd: dict[str, Tensor], p: str, x: Tensor, heads: int, shift: int)
     table = sd[p + "relative_position_bias_table"]  # [(2w-1)^2, heads]
     coords = [(r, c) for r in range(WINDOW) for c in range(WINDOW)]  # token order in a window
     r, c = torch.tensor(coords).T  # [N] each
-    index = (r[:, None] - r[None, :] + WINDOW - 1) * (2 * WINDOW - 1) + (c[:, None] - c[None, :]
-                                                                         + WINDOW - 1)
+    index = (r[:, None] - r[None, :] + WINDOW - 1) * (2 * WINDOW - 1) + (
+        c[:, None] - c[None, :] + WINDOW - 1
+    )
     bias = table[index].permute(2, 0, 1)  # [heads, N, N]: bias[h, a, b] for query a, key b
     out = torch.zeros_like(rolled)
     d = C // heads
     for r0 in range(0, Hp, WINDOW):
         for c0 in range(0, Wp, WINDOW):
-            tokens = rolled[r0: r0 + WINDOW, c0: c0 + WINDOW].reshape(-1, C)  # [N, C]
+            tokens = rolled[r0 : r0 + WINDOW, c0 : c0 + WINDOW].reshape(-1, C)  # [N, C]
             qkv = F.linear(tokens, sd[p + "qkv.weight"], sd[p + "qkv.bias"])
             q, k, v = qkv.view(-1, 3, heads, d).permute(1, 2, 0, 3)  # each [heads, N, d]
             logits = (q * d**-0.5) @ k.transpose(1, 2) + bias
             if shift > 0:
-                ids = torch.tensor([_region(r0 + r, Hp, shift) * 3 + _region(c0 + c, Wp, shift)
-                                    for r, c in coords])
+                ids = torch.tensor(
+                    [
+                        _region(r0 + r, Hp, shift) * 3 + _region(c0 + c, Wp, shift)
+                        for r, c in coords
+                    ]
+                )
                 logits = logits + (ids[None, :] != ids[:, None]).to(x.dtype) * -100.0
             y = (logits.softmax(-1) @ v).transpose(0, 1).reshape(-1, C)
             y = F.linear(y, sd[p + "proj.weight"], sd[p + "proj.bias"])
-            out[r0: r0 + WINDOW, c0: c0 + WINDOW] = y.view(WINDOW, WINDOW, C)
+            out[r0 : r0 + WINDOW, c0 : c0 + WINDOW] = y.view(WINDOW, WINDOW, C)
     return torch.roll(out, shifts=(shift, shift), dims=(0, 1))[:H, :W]
 
 
@@ -84,8 +90,9 @@ def _merge(sd: dict[str, Tensor], p: str, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def official_swin(sd: dict[str, Tensor], image: Tensor, depths=(2, 2, 18, 2),
-                  heads=(4, 8, 16, 32)) -> list[Tensor]:
+def official_swin(
+    sd: dict[str, Tensor], image: Tensor, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32)
+) -> list[Tensor]:
     """Official key state dict, image [1, 3, H, W] normalised -> 4 maps [1, c_i, H/2^(i+2), ..]."""
     pe = "backbone.patch_embed."
     x = F.conv2d(image, sd[pe + "proj.weight"], sd[pe + "proj.bias"], stride=4)

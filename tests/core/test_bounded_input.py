@@ -1,5 +1,6 @@
 """Bounded network size: large camera frames run at the preset's native size, outputs stay at
 camera resolution."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,13 +11,16 @@ from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.preprocess import PreprocessConfig, fit_size, native_hw
 
 
-@pytest.mark.parametrize("hw,resized,padded", [
-    ((720, 1280), (384, 683), (384, 704)),
-    ((3000, 4000), (384, 512), (384, 512)),
-    ((1280, 720), (683, 384), (704, 384)),  # portrait: the same keep-ratio rule as mmdet
-    ((375, 1242), (375, 1242), (384, 1248)),  # KITTI-STEP itself: not resized
-    ((120, 180), (120, 180), (128, 192)),  # small frames are never enlarged
-])
+@pytest.mark.parametrize(
+    "hw,resized,padded",
+    [
+        ((720, 1280), (384, 683), (384, 704)),
+        ((3000, 4000), (384, 512), (384, 512)),
+        ((1280, 720), (683, 384), (704, 384)),  # portrait: the same keep-ratio rule as mmdet
+        ((375, 1242), (375, 1242), (384, 1248)),  # KITTI-STEP itself: not resized
+        ((120, 180), (120, 180), (128, 192)),  # small frames are never enlarged
+    ],
+)
 def test_fit_size_bounds_by_the_native_size(hw, resized, padded):
     cfg = PreprocessConfig(max_hw=native_hw("kitti_step_r50"))
     assert fit_size(hw, cfg) == (resized, padded)
@@ -42,8 +46,9 @@ def test_large_frame_runs_bounded_and_outputs_at_camera_size(at_camera):
     f = pipe.step(rgb)
     assert be.shape == (1, 384, 640, 3)  # 2000x1200 -> 640x384
     assert f.segment_map.shape == f.semantic.shape == f.panoptic.shape == (1200, 2000)
-    np.testing.assert_array_equal(f.panoptic, f.semantic.astype(np.int32) * f.label_divisor
-                                  + f.instance_ids)
+    np.testing.assert_array_equal(
+        f.panoptic, f.semantic.astype(np.int32) * f.label_divisor + f.instance_ids
+    )
     for s in f.segments:  # areas are counted at the camera resolution
         assert (f.segment_map == s.id).sum() == s.area
     people = [s for s in f.segments if s.is_thing]
@@ -56,8 +61,9 @@ def test_large_frame_runs_bounded_and_outputs_at_camera_size(at_camera):
 def test_merge_at_scaled_size_matches_the_camera_size_merge_almost_everywhere():
     frames = []
     for at_camera in (False, True):
-        pipe = VideoPanopticPipeline(ScriptedBackend(), CFG,
-                                     PipelineConfig(merge_at_camera_size=at_camera))
+        pipe = VideoPanopticPipeline(
+            ScriptedBackend(), CFG, PipelineConfig(merge_at_camera_size=at_camera)
+        )
         frames.append(pipe.step(np.zeros((600, 1000, 3), np.uint8)))
     fast, full = frames
     agree = (fast.panoptic == full.panoptic).mean()

@@ -1,4 +1,5 @@
 """Track-id recycling: the pool alone, then the whole pipeline past the 16-bit id space."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +64,11 @@ def test_live_divisor_fits_the_published_encodings():
 
 
 # the tiny model with 100 thing kernels and 256-d embeddings: 98 new tracks per frame
-CFG = dataclasses.replace(tiny(), head=dataclasses.replace(tiny().head, num_thing_kernels=100),
-                          video=VideoConfig(link_type="ffn", fusion=False, embed_channels=256))
+CFG = dataclasses.replace(
+    tiny(),
+    head=dataclasses.replace(tiny().head, num_thing_kernels=100),
+    video=VideoConfig(link_type="ffn", fusion=False, embed_channels=256),
+)
 Q, K, T = CFG.head.num_thing_kernels, CFG.labels.num_classes, CFG.labels.num_things
 N, C, E = CFG.num_kernels, CFG.neck.channels, CFG.video.embed_channels
 NEW = Q - 2  # kernels 2..Q-1 draw objects that appear for one frame only
@@ -93,9 +97,13 @@ class ChurnBackend:
             basis = k if k < 2 else 2 + (self.t % 2) * NEW + (k - 2)
             embed[0, k, basis] = 8.0
         self.t += 1
-        return {"cls_prob": cls_prob, "mask_logits": mask_logits,
-                "cur_kernels": feeds["prev_kernels"], "track_embed": embed,
-                "sem_logits": np.zeros((1, K, h, w), np.float32)}
+        return {
+            "cls_prob": cls_prob,
+            "mask_logits": mask_logits,
+            "cur_kernels": feeds["prev_kernels"],
+            "track_embed": embed,
+            "sem_logits": np.zeros((1, K, h, w), np.float32),
+        }
 
     def close(self) -> None:
         pass
@@ -113,8 +121,9 @@ def test_pipeline_past_70000_tracks_decodes_and_never_reuses_a_live_id():
         f = pipe.step(rgb)
         div = f.label_divisor
         assert div == 65536
-        np.testing.assert_array_equal(f.panoptic, f.semantic.astype(np.int32) * div
-                                      + f.instance_ids)
+        np.testing.assert_array_equal(
+            f.panoptic, f.semantic.astype(np.int32) * div + f.instance_ids
+        )
         things = [s for s in f.segments if s.is_thing]
         ids = [s.track_id for s in sorted(things, key=lambda s: s.kernel_index)]
         assert len(ids) == Q and len(set(ids)) == Q and min(ids) >= 1

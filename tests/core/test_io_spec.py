@@ -1,4 +1,5 @@
 """io_spec: names, shapes and dtypes derived from the config; feed checks with clear errors."""
+
 from __future__ import annotations
 
 import numpy as np

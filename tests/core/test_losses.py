@@ -1,4 +1,5 @@
 """Each loss equals a slow loop reference (video_knet.md §5); the criterion end to end."""
+
 import math
 
 import pytest
@@ -21,13 +22,16 @@ def _sig(x):
 
 def _focal_loop(x, t, alpha=0.25, gamma=2.0):
     p = _sig(x)
-    return -(t * alpha * (1 - p) ** gamma * math.log(p)
-             + (1 - t) * (1 - alpha) * p ** gamma * math.log(1 - p))
+    return -(
+        t * alpha * (1 - p) ** gamma * math.log(p)
+        + (1 - t) * (1 - alpha) * p**gamma * math.log(1 - p)
+    )
 
 
 def _bce_loop(xs, ts):
-    return sum(-(t * math.log(_sig(x)) + (1 - t) * math.log(1 - _sig(x)))
-               for x, t in zip(xs, ts)) / len(xs)
+    return sum(
+        -(t * math.log(_sig(x)) + (1 - t) * math.log(1 - _sig(x))) for x, t in zip(xs, ts)
+    ) / len(xs)
 
 
 def _dice_loop(xs, ts, eps=1e-3):
@@ -44,13 +48,15 @@ def test_elementwise_losses_equal_loops():
     focal = sigmoid_focal_loss(x, t)
     for i in range(4):
         for j in range(6):
-            assert float(focal[i, j]) == pytest.approx(_focal_loop(float(x[i, j]), float(t[i, j])),
-                                                       rel=1e-5, abs=1e-7)
+            assert float(focal[i, j]) == pytest.approx(
+                _focal_loop(float(x[i, j]), float(t[i, j])), rel=1e-5, abs=1e-7
+            )
     bce, dice = mask_bce(x, soft), dice_loss(x, soft)
     for i in range(4):
         assert float(bce[i]) == pytest.approx(_bce_loop(x[i].tolist(), soft[i].tolist()), rel=1e-5)
-        assert float(dice[i]) == pytest.approx(_dice_loop(x[i].tolist(), soft[i].tolist()),
-                                               rel=1e-5)
+        assert float(dice[i]) == pytest.approx(
+            _dice_loop(x[i].tolist(), soft[i].tolist()), rel=1e-5
+        )
 
 
 def _multi_pos_loop(s, t):
@@ -122,6 +128,7 @@ def test_rank_targets_equal_official_loop():
 
 # ---------------------------------------------------------------- criterion vs loop reference
 
+
 def _small_cfg(Q=3):
     labels = LabelConfig(class_names=("a", "b", "c", "d"), thing_train_ids=(1, 3))
     base = vknet_core.get_preset("tiny")
@@ -131,6 +138,7 @@ def _small_cfg(Q=3):
 def _fake_outputs(g, B, Q, N, K, h, w, S=3, E=4, requires_grad=False):
     def r(*shape, scale=2.0):
         return (torch.randn(*shape, generator=g) * scale).requires_grad_(requires_grad)
+
     cls = tuple(r(B, N, K) for _ in range(S))
     masks = tuple(r(B, N, h, w, scale=3.0) for _ in range(S))
     frame = FrameOutputs(cls[-1].sigmoid(), masks[-1], r(B, N, 8), r(B, Q, E), r(B, K, h, w))
@@ -147,13 +155,18 @@ def _fake_targets(g, H2, W2, ids):
         m = torch.zeros(H2, W2)
         y = torch.randint(0, H2 - 3, (1,), generator=g)
         x = torch.randint(0, W2 - 4, (1,), generator=g)
-        m[y: y + 3, x: x + 4] = torch.rand(3, 4, generator=g) * 0.5 + 0.5
+        m[y : y + 3, x : x + 4] = torch.rand(3, 4, generator=g) * 0.5 + 0.5
         masks.append(m), labels.append(i % 2), inst.append(pid), th.append(True)
         sem[m > 0.5] = i % 2
     for c in (2, 3):
         masks.append((sem == c).float()), labels.append(c), inst.append(-1), th.append(False)
-    return dict(masks=torch.stack(masks), labels=torch.tensor(labels),
-                instance_ids=torch.tensor(inst), is_thing=torch.tensor(th), sem_seg=sem)
+    return dict(
+        masks=torch.stack(masks),
+        labels=torch.tensor(labels),
+        instance_ids=torch.tensor(inst),
+        is_thing=torch.tensor(th),
+        sem_seg=sem,
+    )
 
 
 def _assign_loop(mask_logits, gt, cls, labels):
@@ -166,8 +179,9 @@ def _frame_loop(out, targets, Q, K, nt=2):
     B, S = len(targets), len(out.stage_mask_logits)
 
     def up(x):
-        return F.interpolate(x.detach().float(), scale_factor=4, mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(
+            x.detach().float(), scale_factor=4, mode="bilinear", align_corners=False
+        )
 
     rpn, sem = up(out.rpn_mask_logits), up(out.frame.sem_logits)
     stage_masks = [up(m) for m in out.stage_mask_logits]
@@ -200,8 +214,14 @@ def _frame_loop(out, targets, Q, K, nt=2):
             assigns = []
             for b, t in enumerate(targets):
                 gt, gl = t["masks"][t["is_thing"]], t["labels"][t["is_thing"]]
-                assigns.append(_assign_loop(stage_masks[s - 1][b, :Q], gt,
-                                            out.stage_cls_logits[s - 1][b, :Q].detach(), gl))
+                assigns.append(
+                    _assign_loop(
+                        stage_masks[s - 1][b, :Q],
+                        gt,
+                        out.stage_cls_logits[s - 1][b, :Q].detach(),
+                        gl,
+                    )
+                )
         if s == S:
             final = assigns
             break
@@ -218,8 +238,9 @@ def _frame_loop(out, targets, Q, K, nt=2):
                         continue  # thing kernels: thing columns only
                     if n >= Q and k != n - Q + nt:
                         continue  # stuff kernels: own column only
-                    focal += _focal_loop(float(out.stage_cls_logits[s][b, n, k]),
-                                         float(label.get(n, -1) == k))
+                    focal += _focal_loop(
+                        float(out.stage_cls_logits[s][b, n, k]), float(label.get(n, -1) == k)
+                    )
             for n, tm in target_mask.items():
                 pred = stage_masks[s][b, n].flatten().tolist()
                 bce += _bce_loop(pred, tm.flatten().tolist())

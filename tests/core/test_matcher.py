@@ -1,4 +1,5 @@
 """HungarianMatcher equals brute force over all assignments; pairwise costs equal loops."""
+
 import itertools
 import math
 
@@ -31,7 +32,7 @@ def _costs_loop(mask_logits, gt, cls_logits, labels, w=None):
             if cls_logits is not None:
                 q = _sig(float(cls_logits[i, labels[j]]))
                 pos = 0.25 * (1 - q) ** 2 * -math.log(q + 1e-12)
-                neg = 0.75 * q ** 2 * -math.log(1 - q + 1e-12)
+                neg = 0.75 * q**2 * -math.log(1 - q + 1e-12)
                 c += w.cls * (pos - neg)
             cost[i][j] = c
     return torch.tensor(cost)
@@ -69,8 +70,9 @@ def test_matcher_equals_brute_force(seed, Q, M, with_cls):
     cls = cls_logits if with_cls else None
     matcher = HungarianMatcher()
     cost = matcher.cost_matrix(mask_logits, gt, cls, labels)
-    torch.testing.assert_close(cost, _costs_loop(mask_logits, gt, cls, labels),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cost, _costs_loop(mask_logits, gt, cls, labels), atol=1e-5, rtol=1e-5
+    )
     rows, cols = matcher(mask_logits, gt, cls, labels)
     assert len(rows) == min(Q, M) and len(set(rows.tolist())) == len(rows)
     assert len(set(cols.tolist())) == len(cols)
@@ -102,8 +104,13 @@ def test_pairwise_cost_functions_are_unweighted_terms():
     mask_logits, gt, cls_logits, labels = _case(7, 3, 2)
 
     def only(**kw):
-        return _costs_loop(mask_logits, gt, cls_logits if "cls" in kw else None, labels,
-                           MatchCosts(**{"cls": 0, "mask": 0, "dice": 0, **kw}))
+        return _costs_loop(
+            mask_logits,
+            gt,
+            cls_logits if "cls" in kw else None,
+            labels,
+            MatchCosts(**{"cls": 0, "mask": 0, "dice": 0, **kw}),
+        )
 
     p, t = mask_logits.flatten(1), gt.flatten(1)
     torch.testing.assert_close(mask_cost(p, t), only(mask=1), atol=1e-5, rtol=1e-5)

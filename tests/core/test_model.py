@@ -1,4 +1,5 @@
 """Model invariants (tiny preset on CPU) and checkpoint / conversion behaviour."""
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,9 @@ def test_batch_of_two_equals_two_singles(fusion, link_type):
     has_prev = torch.tensor([1.0, 0.0])
     both = model(x, prev, has_prev)
     for i in range(2):
-        single = model(x[i:i + 1], prev[i:i + 1], has_prev[i:i + 1])
+        single = model(x[i : i + 1], prev[i : i + 1], has_prev[i : i + 1])
         for name, o_b, o_s in zip(both._fields, both, single):
-            torch.testing.assert_close(o_b[i:i + 1], o_s, rtol=1e-4, atol=1e-4, msg=name)
+            torch.testing.assert_close(o_b[i : i + 1], o_s, rtol=1e-4, atol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("fusion,link_type", [(False, "ffn"), (True, "update")])
@@ -139,8 +140,9 @@ def test_swinb_official_keys_all_convert():
 
     spec = require_shared("parity/swinb_kitti_step_state_dict.json")
     entries = json.loads(spec.read_text())["state_dict"]
-    official = {e["name"]: torch.zeros(e["shape"], dtype=getattr(torch, e["dtype"]))
-                for e in entries}
+    official = {
+        e["name"]: torch.zeros(e["shape"], dtype=getattr(torch, e["dtype"])) for e in entries
+    }
     model = vknet_core.build_model("kitti_step_swinb")
     ours, dropped = convert_state_dict(official, model.cfg, model.state_dict())
     model.load_state_dict(ours, strict=True)
@@ -153,7 +155,10 @@ def test_conversion_fails_loudly_on_unknown_keys():
     from vknet_core.official import ConversionError, convert_state_dict
 
     model = vknet_core.build_model("tiny")
-    sd = {"backbone.features.0.0.weight": torch.zeros(1), "roi_head.mystery.weight": torch.zeros(1)}
+    sd = {
+        "backbone.features.0.0.weight": torch.zeros(1),
+        "roi_head.mystery.weight": torch.zeros(1),
+    }
     with pytest.raises(ConversionError, match="unknown official keys"):
         convert_state_dict(sd, model.cfg, model.state_dict())
 

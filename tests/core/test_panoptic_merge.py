@@ -1,4 +1,5 @@
 """Panoptic merge + tracker boxes: official parity (exact) and a slow per-candidate reference."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -73,8 +74,13 @@ def test_merge_cases_match_official(case):
     ref = load_parity("postprocess_cases")
     p = f"merge{case}__"
     lb = letterbox_from_meta(ref[p + "img_meta"])
-    r = panoptic_merge(torch.from_numpy(ref[p + "cls_scores"]),
-                       torch.from_numpy(ref[p + "mask_logits"]), lb, 100, 2)
+    r = panoptic_merge(
+        torch.from_numpy(ref[p + "cls_scores"]),
+        torch.from_numpy(ref[p + "mask_logits"]),
+        lb,
+        100,
+        2,
+    )
     np.testing.assert_array_equal(r.segment_map.numpy(), ref[p + "panoptic_seg"])
     np.testing.assert_array_equal(r.official_segments(2, 100), ref[p + "segments"])
     things = r.thing_segments
@@ -88,9 +94,15 @@ def test_clip_merge_semantic_and_boxes_match_official(t):
     ref = load_parity("r50_128x256")
     p = f"clip__f{t}__"
     cfg = MergeConfig(void_as_road=True)
-    r = panoptic_merge(torch.from_numpy(ref[p + "cls_scores"]),
-                       torch.from_numpy(ref[p + "mask_logits"]), Letterbox.identity((128, 256)),
-                       100, 2, cfg, upsample=4)
+    r = panoptic_merge(
+        torch.from_numpy(ref[p + "cls_scores"]),
+        torch.from_numpy(ref[p + "mask_logits"]),
+        Letterbox.identity((128, 256)),
+        100,
+        2,
+        cfg,
+        upsample=4,
+    )
     np.testing.assert_array_equal(r.segment_map.numpy(), ref[p + "panoptic_seg"])
     np.testing.assert_array_equal(r.official_segments(2, 100), ref[p + "segments"])
     sem = semantic_map(r, M2T, void_as_road=cfg.void_as_road)
@@ -113,26 +125,37 @@ def random_outputs(seed, Q=20, K=19, T=2, h=12, w=20):
     cls_prob[Q:, T:] += torch.eye(K - T) * 0.3  # some confident stuff
     mask_logits = torch.randn(N, h, w, generator=g) - 4.0
     for n in range(N):
-        y0, x0 = (int(v) for v in torch.randint(0, h - 2, (1,), generator=g).tolist()
-                  + torch.randint(0, w - 2, (1,), generator=g).tolist())
+        y0, x0 = (
+            int(v)
+            for v in torch.randint(0, h - 2, (1,), generator=g).tolist()
+            + torch.randint(0, w - 2, (1,), generator=g).tolist()
+        )
         dy, dx = (int(v) for v in torch.randint(2, 8, (2,), generator=g))
-        mask_logits[n, y0:y0 + dy, x0:x0 + dx] += 9.0
+        mask_logits[n, y0 : y0 + dy, x0 : x0 + dx] += 9.0
     return cls_prob.clamp(max=1.0), mask_logits
 
 
-@pytest.mark.parametrize("seed,lb,chunk", [
-    (0, Letterbox.identity((48, 80)), 16),
-    (1, Letterbox((37, 61), (45, 74), (48, 80)), 1),  # resize + padding crop
-    (2, Letterbox((90, 150), (45, 75), (48, 80)), 1000),  # upscaling back to the camera
-    (3, Letterbox((45, 74), (45, 74), (48, 80)), 7),  # padding only
-])
+@pytest.mark.parametrize(
+    "seed,lb,chunk",
+    [
+        (0, Letterbox.identity((48, 80)), 16),
+        (1, Letterbox((37, 61), (45, 74), (48, 80)), 1),  # resize + padding crop
+        (2, Letterbox((90, 150), (45, 75), (48, 80)), 1000),  # upscaling back to the camera
+        (3, Letterbox((45, 74), (45, 74), (48, 80)), 7),  # padding only
+    ],
+)
 def test_vectorised_merge_equals_loop_reference(seed, lb, chunk):
     cls_prob, mask_logits = random_outputs(seed)
     cfg = MergeConfig(instance_score_thr=0.2, chunk=chunk)
     r = panoptic_merge(cls_prob, mask_logits, lb, 20, 2, cfg, upsample=2)
-    seg, info = merge_loop(cls_prob, F.interpolate(mask_logits[None], scale_factor=2,
-                                                   mode="bilinear", align_corners=False)[0],
-                           lb, 20, 2, cfg)
+    seg, info = merge_loop(
+        cls_prob,
+        F.interpolate(mask_logits[None], scale_factor=2, mode="bilinear", align_corners=False)[0],
+        lb,
+        20,
+        2,
+        cfg,
+    )
     assert r.segment_map.shape == lb.orig_hw
     torch.testing.assert_close(r.segment_map, seg, rtol=0, atol=0)
     assert r.num_segments == len(info) > 0
@@ -173,12 +196,12 @@ def test_boxes_equal_loop_reference_and_placeholder():
     keep[segment_map == 3] = False  # segment 3 fully filtered -> placeholder box
     ids = torch.tensor([1, 2, 3, 4, 7])  # 7 does not exist -> placeholder
     got = segment_boxes(segment_map, ids, keep).numpy()
-    np.testing.assert_array_equal(got, boxes_loop(segment_map.numpy(), ids.numpy(),
-                                                  keep.numpy()))
+    np.testing.assert_array_equal(got, boxes_loop(segment_map.numpy(), ids.numpy(), keep.numpy()))
     assert tuple(got[2]) == EMPTY_BOX and tuple(got[4]) == EMPTY_BOX
     no_filter = segment_boxes(segment_map, ids[:1]).numpy()
-    np.testing.assert_array_equal(no_filter, boxes_loop(segment_map.numpy(), [1],
-                                                        np.ones((30, 44), bool)))
+    np.testing.assert_array_equal(
+        no_filter, boxes_loop(segment_map.numpy(), [1], np.ones((30, 44), bool))
+    )
 
 
 def test_bad_shapes_raise_clear_errors():
@@ -209,8 +232,9 @@ def test_windowed_rescale_equals_the_whole_map_path(seed):
     for lb in (Letterbox((90, 378), (90, 378), (96, 384)), Letterbox.identity((96, 384)), None):
         a = panoptic_merge(cls, logits, lb, Q, T, MergeConfig(), upsample=4)
         assert a.owners is not None
-        b = panoptic_merge(cls, logits, lb, Q, T, replace(MergeConfig(), windowed=False),
-                           upsample=4)
+        b = panoptic_merge(
+            cls, logits, lb, Q, T, replace(MergeConfig(), windowed=False), upsample=4
+        )
         assert torch.equal(a.segment_map, b.segment_map)
         for f in ("labels", "kernels", "areas", "ranks", "is_thing"):
             assert torch.equal(getattr(a, f), getattr(b, f)), f
@@ -225,8 +249,11 @@ def blob_logits(g, N, h, w, sharp=8.0):
     yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
     cy, cx = torch.rand(N, 1, 1, generator=g) * h, torch.rand(N, 1, 1, generator=g) * w
     rad = 1 + torch.rand(N, 1, 1, generator=g) * 6
-    return sharp - sharp * ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() / rad \
+    return (
+        sharp
+        - sharp * ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() / rad
         + torch.randn(N, h, w, generator=g)
+    )
 
 
 def assert_same_merge(a, b):
@@ -266,8 +293,10 @@ def test_cellwise_merge_equals_the_whole_map_path_on_random_geometries(seed):
         assert torch.equal(a.paint(lut), lut[b.segment_map.long()])
 
 
-@pytest.mark.parametrize("factors,sigmoid_after", [((4, 2), 0), ((2,), None), ((8,), None),
-                                                   ((1, 2), 0), ((2, 4), 0), ((4,), 0)])
+@pytest.mark.parametrize(
+    "factors,sigmoid_after",
+    [((4, 2), 0), ((2,), None), ((8,), None), ((1, 2), 0), ((2, 4), 0), ((4,), 0)],
+)
 def test_exact_cells_equal_the_whole_map_resample(factors, sigmoid_after):
     """Cell values from windows and strips, borders and corners included, bit for bit."""
     from vknet_core.postprocess.cells import exact_cells, make_grid
@@ -283,8 +312,10 @@ def test_exact_cells_equal_the_whole_map_resample(factors, sigmoid_after):
             full = F.interpolate(full, scale_factor=f, mode="bilinear", align_corners=False)
         if i == sigmoid_after:
             full = full.sigmoid()
-    r, cy, cx = (t.flatten() for t in torch.meshgrid(torch.arange(R), torch.arange(h),
-                                                     torch.arange(w), indexing="ij"))
+    r, cy, cx = (
+        t.flatten()
+        for t in torch.meshgrid(torch.arange(R), torch.arange(h), torch.arange(w), indexing="ij")
+    )
     assert grid is not None
     keep = torch.rand(r.numel(), generator=g) < 0.7  # gaps: runs of several lengths
     r, cy, cx = r[keep], cy[keep], cx[keep]
@@ -300,7 +331,7 @@ def test_cellwise_semantic_filter_equals_the_whole_map(seed):
     K, T, h, w, s = 7, 2, 4 + seed, 97 + seed, (2, 4, 8)[seed % 3]
     sem = torch.randn(K, h, w, generator=g) * 3
     sem[:, : h // 2, : w // 3] = 30.0  # saturated: thing and stuff both sigmoid to 1.0
-    sem[T + 1, h // 2:, w // 2:] += 4.0
+    sem[T + 1, h // 2 :, w // 2 :] += 4.0
     cam = (h * s - seed % 3, w * s - 2 * (seed % 2))
     lb = Letterbox(cam, cam, (h * s, w * s))
     a = semantic_thing_mask(sem, cam, T, lb)
@@ -331,8 +362,11 @@ def test_pipeline_with_the_shipped_tiny_model_equals_the_whole_map_path():
 
     assert _cell_grid((16, 48), Letterbox((125, 380), (125, 380), (128, 384)), 4) is not None
     fast = VideoPanopticPipeline(TorchBackend(model), model.cfg, PipelineConfig(preprocess=pre))
-    slow = VideoPanopticPipeline(TorchBackend(model), model.cfg, PipelineConfig(
-        preprocess=pre, merge=replace(MergeConfig(), windowed=False)))
+    slow = VideoPanopticPipeline(
+        TorchBackend(model),
+        model.cfg,
+        PipelineConfig(preprocess=pre, merge=replace(MergeConfig(), windowed=False)),
+    )
     import vknet_core.pipeline as pl
 
     def whole(result, sem, T, lb, out_hw):  # the whole-map semantic filter

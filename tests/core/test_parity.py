@@ -4,6 +4,7 @@ reproduce the official arrays in ``shared/parity/r50_128x256.npz`` stage by stag
 Each piece is fed the official inputs (parity README: hard-mask flips near 0 make end-to-end-only
 comparisons meaningless for the later stages). Tolerance: max|ours-ref| <= 1e-4 * max|ref| + 1e-6.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,8 +51,16 @@ def model(tmp_path_factory):
     assert recipe.state_dict_sha256(sd) == meta["weights"]["sha256"]
     tmp = tmp_path_factory.mktemp("parity")
     torch.save({"state_dict": sd, "meta": {}}, tmp / "official.pth")
-    rc = convert_official.main(["--preset", "kitti_step_r50", "--input", str(tmp / "official.pth"),
-                                "--output", str(tmp / "ours.pt")])
+    rc = convert_official.main(
+        [
+            "--preset",
+            "kitti_step_r50",
+            "--input",
+            str(tmp / "official.pth"),
+            "--output",
+            str(tmp / "ours.pt"),
+        ]
+    )
     assert rc == 0
     return vknet_core.load_checkpoint(tmp / "ours.pt")
 
@@ -125,8 +134,12 @@ def test_linking_and_embedding(parity, ref, model):
     eh = model.embed_head
     for frame, query in ((0, "stage2.ffn_norm_out"), (1, "stage2.linked_kernels")):
         q = t(ref[f"f{frame}__{query}"]).reshape(1, -1, cur.shape[-1])
-        check(parity, eh.fc_embed(eh.embed_fcs(q)), ref[f"f{frame}__embed.all_queries.fc_embed"],
-              "fc_embed")
+        check(
+            parity,
+            eh.fc_embed(eh.embed_fcs(q)),
+            ref[f"f{frame}__embed.all_queries.fc_embed"],
+            "fc_embed",
+        )
         check(parity, eh(q)[0], ref[f"f{frame}__embed.all_queries.track_head"], "track_head")
 
 
@@ -139,7 +152,7 @@ def test_end_to_end_frames_0_and_1(parity, ref, model):
     state = model.initial_state(1)
     Q = model.cfg.head.num_thing_kernels
     for frame in (0, 1):
-        img = t(ref["input_uint8"][frame: frame + 1]).permute(0, 2, 3, 1).contiguous()
+        img = t(ref["input_uint8"][frame : frame + 1]).permute(0, 2, 3, 1).contiguous()
         out = step(img, *state)
         c = f"clip__f{frame}__"
         check(parity, out.sem_logits, ref[c + "seg_preds"], "sem_logits")
@@ -170,8 +183,12 @@ def test_cuda_stages_and_end_to_end(parity, ref, model):
             kernels = t(ref[f + f"stage{s}.in.kernels"]).flatten(2).to(dev)
             masks = t(ref[f + ("rpn.out.mask_logits" if s == 0 else f"stage{s - 1}.mask_logits")])
             out = gpu.stages[s](x, kernels, masks.to(dev))
-            check(parity, out.kernels.cpu(), ref[f + f"stage{s}.ffn_norm_out"], "cuda kernels", 1e-3)
-            check(parity, out.mask_logits.cpu(), ref[f + f"stage{s}.mask_logits"], "cuda masks", 1e-3)
+            check(
+                parity, out.kernels.cpu(), ref[f + f"stage{s}.ffn_norm_out"], "cuda kernels", 1e-3
+            )
+            check(
+                parity, out.mask_logits.cpu(), ref[f + f"stage{s}.mask_logits"], "cuda masks", 1e-3
+            )
         step = FrameStep(gpu).to(dev)
         img = t(ref["input_uint8"][:1]).permute(0, 2, 3, 1).contiguous().to(dev)
         out = step(img, *gpu.initial_state(1))

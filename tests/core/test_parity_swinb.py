@@ -7,6 +7,7 @@ of stage 4's shifted blocks there (relative error 0.27 at C5); at 224x224 C5 is 
 No official Swin-B arrays exist, so the reference is the official rule written out, not our output.
 Tolerance as in test_parity.py: max|ours-ref| <= 1e-4 * max|ref| + 1e-6.
 """
+
 from __future__ import annotations
 
 import importlib.util

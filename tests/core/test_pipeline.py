@@ -1,4 +1,5 @@
 """VideoPanopticPipeline: state handling, maps, track ids, and the real tiny model behind it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +61,13 @@ class ScriptedBackend:
             sem[0, 0, y0:y1, x0:x1] = 9.0  # ... except the people
             embed[0, k] = self.emb["AB".index(name)]
         cur = feeds["prev_kernels"] + 1.0
-        return {"cls_prob": cls_prob, "mask_logits": mask_logits, "cur_kernels": cur,
-                "track_embed": embed, "sem_logits": sem}
+        return {
+            "cls_prob": cls_prob,
+            "mask_logits": mask_logits,
+            "cur_kernels": cur,
+            "track_embed": embed,
+            "sem_logits": sem,
+        }
 
     def close(self):
         self.closed = True
@@ -90,8 +96,10 @@ def test_scripted_sequence_ids_follow_objects_and_state_round_trips():
             assert frame.semantic[y, x] == 11  # person train id
             ids[name].add(int(frame.instance_ids[y, x]))
         assert frame.semantic[2, 2] == 0 and frame.instance_ids[2, 2] == 0  # road, stuff
-        np.testing.assert_array_equal(frame.panoptic, frame.semantic.astype(np.int32)
-                                      * frame.label_divisor + frame.instance_ids)
+        np.testing.assert_array_equal(
+            frame.panoptic,
+            frame.semantic.astype(np.int32) * frame.label_divisor + frame.instance_ids,
+        )
         things = [s for s in frame.segments if s.is_thing]
         assert sorted(s.track_id for s in things) == [1, 2]
         for s in frame.segments:
@@ -131,8 +139,11 @@ def test_void_pixels_and_void_as_road_option():
     assert void.any()
     assert (frame.semantic[void] == 255).all()
     assert (frame.panoptic[void] == 255 * frame.label_divisor).all()
-    road = VideoPanopticPipeline(pipe.backend, CFG, PipelineConfig(
-        merge=vknet_core.postprocess.panoptic.MergeConfig(void_as_road=True)))
+    road = VideoPanopticPipeline(
+        pipe.backend,
+        CFG,
+        PipelineConfig(merge=vknet_core.postprocess.panoptic.MergeConfig(void_as_road=True)),
+    )
     pipe.backend.t = 0
     assert (road.step(np.zeros((120, 180, 3), np.uint8)).semantic[void] == 0).all()
 
@@ -202,8 +213,11 @@ def test_torch_backend_matches_frame_step(tiny_ckpt):
     assert isinstance(be, Backend)
     rng = np.random.default_rng(1)
     prev, has = model.initial_state(1)
-    feeds = {"image": rng.integers(0, 255, (1, 64, 96, 3), dtype=np.uint8),
-             "prev_kernels": prev.numpy(), "has_prev": has.numpy()}
+    feeds = {
+        "image": rng.integers(0, 255, (1, 64, 96, 3), dtype=np.uint8),
+        "prev_kernels": prev.numpy(),
+        "has_prev": has.numpy(),
+    }
     out = be.step(feeds)
     assert tuple(out) == OUTPUT_NAMES
     with torch.no_grad():

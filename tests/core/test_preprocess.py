@@ -1,4 +1,5 @@
 """Keep-ratio resize + bottom/right pad, and the exact way back (official rescale)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from vknet_core.preprocess import (
-    MEAN_PAD, Letterbox, PreprocessConfig, fit_size, letterbox_from_meta, to_model_input,
+    MEAN_PAD,
+    Letterbox,
+    PreprocessConfig,
+    fit_size,
+    letterbox_from_meta,
+    to_model_input,
 )
 
 
@@ -20,13 +26,16 @@ def test_default_pads_camera_size_to_multiple_of_32():
     assert (img[0, 375:] == MEAN_PAD).all() and (img[0, :, 1242:] == MEAN_PAD).all()
 
 
-@pytest.mark.parametrize("hw,net,resized,upscale", [
-    ((720, 1280), (384, 1248), (384, 683), False),  # height-bound
-    ((200, 1600), (384, 1248), (156, 1248), False),  # width-bound
-    ((96, 312), (384, 1248), (384, 1248), True),  # exact upscale
-    ((96, 312), (384, 1248), (96, 312), False),  # fits: padded only, never enlarged
-    ((375, 1242), (384, 1248), (375, 1242), False),  # KITTI frame in the KITTI network
-])
+@pytest.mark.parametrize(
+    "hw,net,resized,upscale",
+    [
+        ((720, 1280), (384, 1248), (384, 683), False),  # height-bound
+        ((200, 1600), (384, 1248), (156, 1248), False),  # width-bound
+        ((96, 312), (384, 1248), (384, 1248), True),  # exact upscale
+        ((96, 312), (384, 1248), (96, 312), False),  # fits: padded only, never enlarged
+        ((375, 1242), (384, 1248), (375, 1242), False),  # KITTI frame in the KITTI network
+    ],
+)
 def test_keep_ratio_fit(hw, net, resized, upscale):
     cfg = PreprocessConfig(net_hw=net, upscale=upscale)
     assert fit_size(hw, cfg) == (resized, net)
@@ -41,8 +50,9 @@ def test_to_original_is_the_official_rescale():
     lb = Letterbox((37, 61), (45, 74), (48, 80))
     x = torch.randn(5, 12, 20)
     ref = F.interpolate(x[None], size=(48, 80), mode="bilinear", align_corners=False)
-    ref = F.interpolate(ref[:, :, :45, :74], size=(37, 61), mode="bilinear",
-                        align_corners=False)[0]
+    ref = F.interpolate(ref[:, :, :45, :74], size=(37, 61), mode="bilinear", align_corners=False)[
+        0
+    ]
     torch.testing.assert_close(lb.to_original(x), ref, rtol=0, atol=0)
     assert lb.to_original(x[:, None]).shape == (5, 1, 37, 61)  # leading dims kept
     assert letterbox_from_meta([45, 74, 48, 80, 37, 61]) == lb

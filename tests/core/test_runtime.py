@@ -1,4 +1,5 @@
 """TorchBackend: BatchNorm folded with unchanged outputs, C-order outputs, thread setting."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,10 +29,13 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
 
 def _feeds(cfg, h=64, w=96, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8),
-            "prev_kernels": rng.standard_normal((1, cfg.num_kernels, cfg.neck.channels))
-            .astype(np.float32),
-            "has_prev": np.ones((1,), np.float32)}
+    return {
+        "image": rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8),
+        "prev_kernels": rng.standard_normal((1, cfg.num_kernels, cfg.neck.channels)).astype(
+            np.float32
+        ),
+        "has_prev": np.ones((1,), np.float32),
+    }
 
 
 def test_fold_resnet_backbone_is_exact_within_fp32():
@@ -59,12 +63,14 @@ def test_torch_backend_folds_tiny_model_and_matches_unfolded():
         assert not any(isinstance(m, nn.BatchNorm2d) for m in be._step.modules())
         got = be.step(feeds)
     with torch.inference_mode():
-        ref = FrameStep(model).eval()(*(torch.from_numpy(feeds[n]) for n in
-                                        ("image", "prev_kernels", "has_prev")))
+        ref = FrameStep(model).eval()(
+            *(torch.from_numpy(feeds[n]) for n in ("image", "prev_kernels", "has_prev"))
+        )
     for name in OUTPUT_NAMES:
         r = getattr(ref, name).numpy()
-        np.testing.assert_allclose(got[name], r, rtol=1e-4, atol=1e-4 * np.abs(r).max(),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            got[name], r, rtol=1e-4, atol=1e-4 * np.abs(r).max(), err_msg=name
+        )
 
 
 def test_torch_backend_outputs_are_c_contiguous():
@@ -102,5 +108,6 @@ def test_torch_backend_cuda_matches_cpu():
         a, b = cpu.step(feeds), gpu.step(feeds)
     for name in OUTPUT_NAMES:
         assert b[name].flags["C_CONTIGUOUS"], name
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-3, atol=1e-3 * np.abs(a[name]).max(),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            b[name], a[name], rtol=1e-3, atol=1e-3 * np.abs(a[name]).max(), err_msg=name
+        )

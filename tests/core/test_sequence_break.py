@@ -1,4 +1,5 @@
 """The node's track-reset rule: a stamp going back or a new resolution starts a new sequence."""
+
 from vknet_core.sequence_break import SequenceBreaks
 
 

@@ -1,4 +1,5 @@
 """``python -m vknet_core.summary``: exact parameter count of the official R-50 model."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Our ``OfficialShiftWindowAttention`` is checked against the direct, per-window r
 ``tests/core/swin_reference.py`` on maps smaller than, equal to and larger than the window
 (7), and torchvision's stock rule is shown to differ where the map pads to one window.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """QDTrack bi-softmax tracker: official parity (exact) and the behaviours users rely on."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,18 +32,22 @@ def test_tracker_sequences_match_official(seq):
         segment_map = np.zeros(masks.shape[1:], np.int32)
         for i, m in enumerate(masks):
             segment_map[m] = i + 1
-        boxes = segment_boxes(torch.from_numpy(segment_map), torch.arange(1, len(masks) + 1),
-                              torch.from_numpy(ref[p + "semantic_thing"].astype(bool))).numpy()
+        boxes = segment_boxes(
+            torch.from_numpy(segment_map),
+            torch.arange(1, len(masks) + 1),
+            torch.from_numpy(ref[p + "semantic_thing"].astype(bool)),
+        ).numpy()
         np.testing.assert_array_equal(boxes, ref[p + "track_in_bboxes"][:, :4])
-        r = tracker.update(boxes, ref[p + "scores"], ref[p + "labels"], ref[p + "feats"],
-                           int(fid))
+        r = tracker.update(boxes, ref[p + "scores"], ref[p + "labels"], ref[p + "feats"], int(fid))
         np.testing.assert_array_equal(r.out_src, ref[p + "track_out_src"], err_msg=p)
         np.testing.assert_array_equal(r.out_ids, ref[p + "track_out_ids"], err_msg=p)
         official = r.track_ids(official_paint_order=True)
-        np.testing.assert_array_equal(official[: len(ref[p + "track_final_ids"])],
-                                      ref[p + "track_final_ids"])
-        np.testing.assert_array_equal(paint(masks, official, segment_map.shape),
-                                      ref[p + "track_map"], err_msg=p)
+        np.testing.assert_array_equal(
+            official[: len(ref[p + "track_final_ids"])], ref[p + "track_final_ids"]
+        )
+        np.testing.assert_array_equal(
+            paint(masks, official, segment_map.shape), ref[p + "track_map"], err_msg=p
+        )
         # default: the ids carried by detection index land on their own masks
         aligned = r.track_ids()
         for row, raw in zip(r.out_src, r.out_ids):
@@ -56,15 +61,17 @@ def test_clip_tracker_matches_official():
     for t in range(6):
         p = f"clip__f{t}__"
         bb = ref[p + "track_in_bboxes"]
-        r = tracker.update(bb[:, :4], bb[:, 4], ref[p + "track_in_labels"],
-                           ref[p + "track_in_feats"], t)
+        r = tracker.update(
+            bb[:, :4], bb[:, 4], ref[p + "track_in_labels"], ref[p + "track_in_feats"], t
+        )
         np.testing.assert_array_equal(r.out_src, ref[p + "track_out_src"])
         np.testing.assert_array_equal(r.out_ids, ref[p + "track_out_ids"])
         pan, segs = ref[p + "panoptic_seg"], ref[p + "segments"]
         thing_masks = [pan == sid for sid in segs[segs[:, 1] == 1, 0]]
         np.testing.assert_array_equal(
             paint(thing_masks, r.track_ids(official_paint_order=True), pan.shape),
-            ref[p + "track_map"])
+            ref[p + "track_map"],
+        )
 
 
 # ----------------------------------------------------------------------------- behaviour
@@ -83,8 +90,9 @@ def run(tracker, dets, frame_id=None):
     if not dets:
         return tracker.update(np.zeros((0, 4)), [], [], np.zeros((0, E)), frame_id)
     boxes, scores, labels, embs = zip(*dets)
-    return tracker.update(np.array(boxes), np.array(scores), np.array(labels), np.stack(embs),
-                          frame_id)
+    return tracker.update(
+        np.array(boxes), np.array(scores), np.array(labels), np.stack(embs), frame_id
+    )
 
 
 def test_new_objects_get_new_ids_and_ids_are_deterministic():
@@ -92,8 +100,7 @@ def test_new_objects_get_new_ids_and_ids_are_deterministic():
     for tr in (a, b):
         assert run(tr, [det("A", 0)]).track_ids().tolist() == [1]
         assert run(tr, [det("A", 2), det("B", 50)]).track_ids().tolist() == [1, 2]
-        assert run(tr, [det("C", 80), det("A", 4), det("B", 52)]).track_ids().tolist() == \
-            [3, 1, 2]
+        assert run(tr, [det("C", 80), det("A", 4), det("B", 52)]).track_ids().tolist() == [3, 1, 2]
 
 
 def test_crossing_objects_of_the_same_class_keep_ids():
@@ -201,11 +208,15 @@ class LoopTracker:
         ids = np.full(len(src), -1, np.int64)
         if len(src) and self.tracklets:
             memo_ids = np.array(
-                list(self.tracklets) + [-1] * sum(len(x[1]) for x in self.backdrops))
-            memo_emb = np.concatenate([np.stack([t[0] for t in self.tracklets.values()])]
-                                      + [x[0] for x in self.backdrops])
-            memo_lab = np.concatenate([[t[1] for t in self.tracklets.values()]]
-                                      + [x[1] for x in self.backdrops])
+                list(self.tracklets) + [-1] * sum(len(x[1]) for x in self.backdrops)
+            )
+            memo_emb = np.concatenate(
+                [np.stack([t[0] for t in self.tracklets.values()])]
+                + [x[0] for x in self.backdrops]
+            )
+            memo_lab = np.concatenate(
+                [[t[1] for t in self.tracklets.values()]] + [x[1] for x in self.backdrops]
+            )
             sc = self._scores(emb, memo_emb) * (lab[:, None] == memo_lab[None, :])
             for i in range(len(src)):
                 j = int(np.argmax(sc[i]))
@@ -214,7 +225,7 @@ class LoopTracker:
                     if s[i] > obj:
                         ids[i] = tid
                         sc[:i, j] = 0
-                        sc[i + 1:, j] = 0
+                        sc[i + 1 :, j] = 0
                     elif conf > np.float32(cfg.nms_conf_thr):
                         ids[i] = -2
         new = (ids == -1) & (s > np.float32(cfg.init_score_thr))
@@ -223,18 +234,26 @@ class LoopTracker:
         mom = np.float32(cfg.memo_momentum)
         for i in np.nonzero(ids > -1)[0]:
             old = self.tracklets.get(int(ids[i]))
-            e = emb[i] if old is None else (np.float32(1 - cfg.memo_momentum) * old[0]
-                                            + mom * emb[i]).astype(np.float32)
+            e = (
+                emb[i]
+                if old is None
+                else (np.float32(1 - cfg.memo_momentum) * old[0] + mom * emb[i]).astype(np.float32)
+            )
             self.tracklets[int(ids[i])] = [e, int(lab[i]), frame_id]
         back = np.nonzero(ids == -1)[0]
         ious = box_iou(b[back], b)
-        back = back[[not (ious[r, :i] > np.float32(cfg.nms_backdrop_iou_thr)).any()
-                     for r, i in enumerate(back)]]
+        back = back[
+            [
+                not (ious[r, :i] > np.float32(cfg.nms_backdrop_iou_thr)).any()
+                for r, i in enumerate(back)
+            ]
+        ]
         self.backdrops.insert(0, (emb[back], lab[back]))
-        for k in [k for k, v in self.tracklets.items()
-                  if frame_id - v[2] >= cfg.memo_tracklet_frames]:
+        for k in [
+            k for k, v in self.tracklets.items() if frame_id - v[2] >= cfg.memo_tracklet_frames
+        ]:
             del self.tracklets[k]
-        del self.backdrops[cfg.memo_backdrop_frames:]
+        del self.backdrops[cfg.memo_backdrop_frames :]
         out = np.full(n, -1, np.int64)
         out[src] = ids
         return out
@@ -259,6 +278,8 @@ def test_vectorised_update_equals_the_per_detection_loops(seed):
         got = vec.update(boxes, scores, labels, embeds, frame)
         np.testing.assert_array_equal(got.ids, ref.update(boxes, scores, labels, embeds, frame))
         assert vec._ids.tolist() == list(ref.tracklets)
-        np.testing.assert_array_equal(vec._embeds, np.stack([t[0] for t in ref.tracklets.values()])
-                                      if ref.tracklets else vec._embeds)
+        np.testing.assert_array_equal(
+            vec._embeds,
+            np.stack([t[0] for t in ref.tracklets.values()]) if ref.tracklets else vec._embeds,
+        )
         assert vec.num_tracks == ref.num_tracks

@@ -1,5 +1,6 @@
 """Shared fixtures: one tiny model (seeded, with class biases that make thing segments and tracks
 appear on the synthetic clip), its checkpoint and its ONNX export, built once per session."""
+
 from __future__ import annotations
 
 from pathlib import Path

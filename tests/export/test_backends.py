@@ -1,4 +1,5 @@
 """Backends by name, one protocol, clear errors on bad feeds / missing runtimes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,11 @@ def test_torch_and_onnxruntime_by_name_agree(tiny_checkpoint, tiny_onnx, tiny_mo
 def test_ort_backend_checks_feeds(tiny_onnx):
     with OrtBackend(tiny_onnx) as be:
         feeds = dummy_inputs(be.spec)
-        with pytest.raises(ValueError, match=r"'image' has shape \[1, 64, 64, 3\], expected "
-                                             r"\[1, 128, 256, 3\]"):
+        with pytest.raises(
+            ValueError,
+            match=r"'image' has shape \[1, 64, 64, 3\], expected "
+            r"\[1, 128, 256, 3\]",
+        ):
             be.step(dict(feeds, image=np.zeros((1, 64, 64, 3), np.uint8)))
         with pytest.raises(ValueError, match="'has_prev' must be float32, got float64"):
             be.step(dict(feeds, has_prev=np.zeros(1)))

@@ -3,6 +3,7 @@
 The shipped (trained) model at 128x256: a random model has arg-max near-ties that float noise
 flips.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -78,8 +79,12 @@ def _perturbed(src: Path, dst: Path) -> Path:
 def _state_ignored(src: Path, dst: Path) -> Path:
     """The graph keeps its ``prev_kernels`` input but computes from zeros instead."""
     m = onnx.load(src)
-    shape = [d.dim_value for d in next(i for i in m.graph.input
-                                       if i.name == "prev_kernels").type.tensor_type.shape.dim]
+    shape = [
+        d.dim_value
+        for d in next(
+            i for i in m.graph.input if i.name == "prev_kernels"
+        ).type.tensor_type.shape.dim
+    ]
     zeros = numpy_helper.from_array(np.zeros(shape, np.float32), "prev_kernels_ignored")
     m.graph.initializer.append(zeros)
     for node in m.graph.node:
@@ -102,14 +107,20 @@ def test_ignored_state_input_fails(shipped_onnx, tmp_path, capsys):
     rc, out, _ = _run(capsys, _state_ignored(shipped_onnx, tmp_path / "stateless.onnx"))
     verdict = [line for line in out.splitlines() if line.startswith("VERDICT")]
     assert rc == EXIT_FAIL, out
-    assert "3 of 3 linked frames (has_prev=1) exceed 0.001 (e.g. frame 1: track_embed" \
-        in verdict[0], verdict
+    assert (
+        "3 of 3 linked frames (has_prev=1) exceed 0.001 (e.g. frame 1: track_embed" in verdict[0]
+    ), verdict
 
 
 def test_sporadic_flips_pass_and_systematic_differences_fail():
     """The rule itself: a hard-mask flip moves one frame; a wrong graph moves every frame."""
-    clean = {"cls_prob": 2e-5, "mask_logits": 2e-5, "cur_kernels": 2e-5, "track_embed": 2e-5,
-             "sem_logits": 3e-5}
+    clean = {
+        "cls_prob": 2e-5,
+        "mask_logits": 2e-5,
+        "cur_kernels": 2e-5,
+        "track_embed": 2e-5,
+        "sem_logits": 3e-5,
+    }
     flip = dict(clean, cur_kernels=1.2e-2, cls_prob=7.8e-3)  # frame 4 of the 384x1248 run
     ok = TeacherForced([clean, clean, flip, clean], [False, True, True, True])
     assert ok.failures() == []
@@ -141,8 +152,9 @@ def test_a_real_difference_is_reported(shipped_onnx):
 def test_missing_model_is_one_line(shipped_onnx, capsys):
     rc, out, err = _run(capsys, Path("/does/not/exist.onnx"))
     assert rc == 2 and out == ""
-    assert err.strip() == ("compare.py: error: --b: onnxruntime model file not found: "
-                           "/does/not/exist.onnx")
+    assert err.strip() == (
+        "compare.py: error: --b: onnxruntime model file not found: /does/not/exist.onnx"
+    )
 
 
 def test_corrupt_model_is_one_line(tmp_path, capsys):
@@ -150,8 +162,10 @@ def test_corrupt_model_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"not an onnx file")
     rc, _, err = _run(capsys, bad)
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith("compare.py: error: --b: cannot load onnxruntime model") and \
-        "Traceback" not in err
+    assert (
+        err.startswith("compare.py: error: --b: cannot load onnxruntime model")
+        and "Traceback" not in err
+    )
 
 
 def test_preset_mismatch_is_one_line(shipped_onnx, tmp_path, capsys):

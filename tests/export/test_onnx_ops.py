@@ -1,5 +1,6 @@
 """The exported graph holds only ops TensorRT's ONNX parser takes, no data-dependent shapes,
 and (at a fixed size) no positional-encoding or shape arithmetic left to compute."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,15 +49,25 @@ def test_flags_data_dependent_and_unsupported_ops_with_node_names():
     k = numpy_helper.from_array(np.array([3], np.int64), "k")
     nodes = [
         helper.make_node("NonZero", ["x"], ["nz"], name="/model/bad/NonZero"),
-        helper.make_node("Einsum", ["x", "x"], ["e"], name="/model/pool/Einsum",
-                         equation="ij,ij->i"),
+        helper.make_node(
+            "Einsum", ["x", "x"], ["e"], name="/model/pool/Einsum", equation="ij,ij->i"
+        ),
         helper.make_node("TopK", ["x", "kk"], ["tv", "ti"], name="/model/top/TopK", axis=1),
         helper.make_node("TopK", ["x", "k"], ["sv", "si"], name="/model/ok/TopK", axis=1),
         helper.make_node("Foo", ["x"], ["f"], name="/model/custom/Foo", domain="my.domain"),
     ]
-    m = _model(nodes, [_vi("x", [4, 5]), _vi("kk", [1], TensorProto.INT64)],
-               [_vi("nz", None, TensorProto.INT64), _vi("e", [4]), _vi("tv", None),
-                _vi("sv", None), _vi("f", None)], [k])
+    m = _model(
+        nodes,
+        [_vi("x", [4, 5]), _vi("kk", [1], TensorProto.INT64)],
+        [
+            _vi("nz", None, TensorProto.INT64),
+            _vi("e", [4]),
+            _vi("tv", None),
+            _vi("sv", None),
+            _vi("f", None),
+        ],
+        [k],
+    )
     report = check_graph(m)
     found = {(f.op, f.node) for f in report.findings}
     assert ("NonZero", "/model/bad/NonZero") in found
@@ -68,14 +79,26 @@ def test_flags_data_dependent_and_unsupported_ops_with_node_names():
 
 
 def test_flags_control_flow_inside_subgraphs():
-    then = helper.make_graph([helper.make_node("NonZero", ["x"], ["a"], name="inner")], "then",
-                             [], [_vi("a", None, TensorProto.INT64)])
-    other = helper.make_graph([helper.make_node("Shape", ["x"], ["b"], name="inner2")], "else",
-                              [], [_vi("b", None, TensorProto.INT64)])
-    node = helper.make_node("If", ["c"], ["y"], name="/model/branch/If", then_branch=then,
-                            else_branch=other)
-    m = _model([node], [_vi("c", [], TensorProto.BOOL), _vi("x", [3])],
-               [_vi("y", None, TensorProto.INT64)])
+    then = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["a"], name="inner")],
+        "then",
+        [],
+        [_vi("a", None, TensorProto.INT64)],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["b"], name="inner2")],
+        "else",
+        [],
+        [_vi("b", None, TensorProto.INT64)],
+    )
+    node = helper.make_node(
+        "If", ["c"], ["y"], name="/model/branch/If", then_branch=then, else_branch=other
+    )
+    m = _model(
+        [node],
+        [_vi("c", [], TensorProto.BOOL), _vi("x", [3])],
+        [_vi("y", None, TensorProto.INT64)],
+    )
     found = {(f.op, f.node) for f in check_graph(m).findings}
     assert {("If", "/model/branch/If"), ("NonZero", "inner")} <= found
 
@@ -104,6 +127,7 @@ def test_fold_constants_evaluates_shape_arithmetic_and_keeps_results():
 @pytest.mark.parametrize("op", sorted(DATA_DEPENDENT_OPS))
 def test_data_dependent_set_is_disjoint_from_allowed_use(op):
     """Every data-dependent op is refused even though the parser knows most of them."""
-    m = _model([helper.make_node(op, ["x"], ["y"], name=f"/n/{op}")], [_vi("x", [3])],
-               [_vi("y", None)])
+    m = _model(
+        [helper.make_node(op, ["x"], ["y"], name=f"/n/{op}")], [_vi("x", [3])], [_vi("y", None)]
+    )
     assert not check_graph(m).ok

@@ -1,5 +1,6 @@
 """Acceptance (issue 5): an 8-frame clip frame by frame through ONNX Runtime (CPU), cur_kernels fed
 back as prev_kernels, matches PyTorch; the pipeline then gives identical panoptic maps and ids."""
+
 from __future__ import annotations
 
 from tests.export.conftest import HEIGHT, WIDTH
@@ -25,8 +26,9 @@ def test_pipeline_comparison_is_not_vacuous(tiny_model, tiny_onnx):
     """The clip produces thing segments with track ids that persist across frames."""
     frames = synthetic_clip(HEIGHT, WIDTH, 8)
     pipe = VideoPanopticPipeline(OrtBackend(tiny_onnx), tiny_model.cfg)
-    ids = [{s.track_id for s in pipe.step(f).segments if s.is_thing and s.track_id}
-           for f in frames]
+    ids = [
+        {s.track_id for s in pipe.step(f).segments if s.is_thing and s.track_id} for f in frames
+    ]
     assert sum(bool(i) for i in ids) >= 4, ids
     assert set.intersection(*[i for i in ids if i]), f"no id kept over frames: {ids}"
 
@@ -40,8 +42,9 @@ def test_state_feedback_matters(tiny_model, tiny_onnx):
             self.be = be
 
         def step(self, feeds):
-            return self.be.step(dict(feeds, prev_kernels=0 * feeds["prev_kernels"],
-                                     has_prev=0 * feeds["has_prev"]))
+            return self.be.step(
+                dict(feeds, prev_kernels=0 * feeds["prev_kernels"], has_prev=0 * feeds["has_prev"])
+            )
 
     with OrtBackend(tiny_onnx) as be:
         res = compare_outputs(be, Stateless(be), frames, 37, 64)

@@ -1,5 +1,6 @@
 """int8: calibration with the state fed back, the QDQ file and its metadata, the backend path,
 the accuracy report and its verdict (real ONNX Runtime sessions, tiny model, small frames)."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,11 @@ def test_int8_graph_recipe_and_metadata(tiny_onnx, int8_onnx):
     assert any(p.key == META_QUANT for p in proto.metadata_props)
     producers = {o: n for n in proto.graph.node for o in n.output}
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    quantized = {n.name: producers.get(n.input[1]) is not None
-                 and producers[n.input[1]].op_type == "DequantizeLinear" for n in convs}
+    quantized = {
+        n.name: producers.get(n.input[1]) is not None
+        and producers[n.input[1]].op_type == "DequantizeLinear"
+        for n in convs
+    }
     head = [k for k in quantized if k.startswith(HEAD)]
     assert head and not any(quantized[k] for k in head)  # the head stays fp32
     body = [k for k in quantized if k.startswith("/model/backbone/")]
@@ -81,9 +85,11 @@ def test_int8_graph_recipe_and_metadata(tiny_onnx, int8_onnx):
     # nothing but Conv is quantized: the MatMuls (mask pooling, dynamic conv, attention) and
     # Gemms take fp32 tensors, none comes out of a DequantizeLinear
     mm = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")]
-    assert mm and not any(producers.get(i) is not None
-                          and producers[i].op_type == "DequantizeLinear"
-                          for n in mm for i in n.input)
+    assert mm and not any(
+        producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+        for n in mm
+        for i in n.input
+    )
 
 
 def test_int8_runs_through_the_ort_backend(tiny_onnx, int8_onnx, clips):
@@ -119,9 +125,24 @@ def heldout(tmp_path_factory) -> Path:
 
 def test_cli_report_with_labels(tiny_onnx, heldout, tmp_path, capsys):
     out = tmp_path / "m_int8.onnx"
-    code = quantize_main(["--onnx", str(tiny_onnx), "--output", str(out), "--calib-data",
-                          str(heldout), "--calib-split", "val", "--val-data", str(heldout),
-                          "--min-semantic-agreement", "0.5", "--max-stq-loss", "1"])
+    code = quantize_main(
+        [
+            "--onnx",
+            str(tiny_onnx),
+            "--output",
+            str(out),
+            "--calib-data",
+            str(heldout),
+            "--calib-split",
+            "val",
+            "--val-data",
+            str(heldout),
+            "--min-semantic-agreement",
+            "0.5",
+            "--max-stq-loss",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["accepted"] and report["labelled"] and report["frames"] == 3
@@ -149,15 +170,29 @@ def test_cli_rejects_and_writes_no_model(tiny_onnx, tmp_path, capsys):
         writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
     writer.release()
     out = tmp_path / "m_int8.onnx"
-    code = quantize_main(["--onnx", str(tiny_onnx), "--output", str(out), "--calib-video",
-                          str(video), "--val-images", str(frames),
-                          "--min-semantic-agreement", "1.01"])
+    code = quantize_main(
+        [
+            "--onnx",
+            str(tiny_onnx),
+            "--output",
+            str(out),
+            "--calib-video",
+            str(video),
+            "--val-images",
+            str(frames),
+            "--min-semantic-agreement",
+            "1.01",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "rejected" in err and "semantic agreement" in err
     assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "frames",
-                                                          "m_int8.report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.avi",
+        "frames",
+        "m_int8.report.json",
+    ]
     report = json.loads((tmp_path / "m_int8.report.json").read_text())
     assert not report["accepted"] and not report["labelled"] and "delta" not in report
     assert report["calibration_frames"] == 2 and report["frames"] == 2
@@ -165,8 +200,12 @@ def test_cli_rejects_and_writes_no_model(tiny_onnx, tmp_path, capsys):
 
 def test_cli_validates_sources(tiny_onnx, tmp_path, capsys):
     out = tmp_path / "x.onnx"
-    assert quantize_main(["--onnx", str(tiny_onnx), "--output", str(out),
-                          "--val-images", str(tmp_path)]) == 2
+    assert (
+        quantize_main(
+            ["--onnx", str(tiny_onnx), "--output", str(out), "--val-images", str(tmp_path)]
+        )
+        == 2
+    )
     assert "exactly one of --calib-images" in capsys.readouterr().err
     assert not out.exists()
 

@@ -1,4 +1,5 @@
 """make_backend's thread settings: the robot defaults and explicit counts (README "Threads")."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """export/to_onnx.py: what a user runs. Atomic output, metadata, CLI, dynamic H/W."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,11 @@ def test_metadata_round_trip(tiny_onnx, tiny_model):
     assert (spec.height, spec.width, spec.dynamic) == (HEIGHT, WIDTH, False)
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     got = {i.name: (i.shape, i.type) for i in sess.get_inputs()}
-    assert got == {"image": ([1, HEIGHT, WIDTH, 3], "tensor(uint8)"),
-                   "prev_kernels": ([1, 37, 64], "tensor(float)"),
-                   "has_prev": ([1], "tensor(float)")}
+    assert got == {
+        "image": ([1, HEIGHT, WIDTH, 3], "tensor(uint8)"),
+        "prev_kernels": ([1, 37, 64], "tensor(float)"),
+        "has_prev": ([1], "tensor(float)"),
+    }
     assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
 
 
@@ -38,8 +41,18 @@ def test_failed_export_leaves_nothing(tiny_model, tmp_path, monkeypatch):
 
 def test_cli_from_checkpoint(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "sub" / "m.onnx"
-    rc = main(["--checkpoint", str(tiny_checkpoint), "--height", "64", "--width", "96",
-               "--output", str(out)])
+    rc = main(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--height",
+            "64",
+            "--width",
+            "96",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0 and out.is_file()
     text = capsys.readouterr().out
     assert "ORT vs PyTorch max abs diff: cls_prob" in text
@@ -47,11 +60,31 @@ def test_cli_from_checkpoint(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    rc = main(["--checkpoint", str(tmp_path / "missing.pt"), "--height", "64", "--width", "96",
-               "--output", str(tmp_path / "m.onnx")])
+    rc = main(
+        [
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+            "--height",
+            "64",
+            "--width",
+            "96",
+            "--output",
+            str(tmp_path / "m.onnx"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "m.onnx").exists()  # a user error: exit 2
-    rc = main(["--preset", "tiny", "--height", "60", "--width", "96",
-               "--output", str(tmp_path / "m.onnx")])
+    rc = main(
+        [
+            "--preset",
+            "tiny",
+            "--height",
+            "60",
+            "--width",
+            "96",
+            "--output",
+            str(tmp_path / "m.onnx"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "m.onnx").exists()
     assert capsys.readouterr().err.count("\n") == 2  # one line per failure
 
@@ -60,9 +93,12 @@ def test_read_metadata_rejects_foreign_onnx(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(g), tmp_path / "foreign.onnx")
     with pytest.raises(ValueError, match="no vknet metadata"):
         read_metadata(tmp_path / "foreign.onnx")

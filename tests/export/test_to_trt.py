@@ -1,4 +1,5 @@
 """to_trt cache key and rebuild logic without TensorRT (pure functions, a stand-in builder)."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,10 @@ def test_mismatches_name_each_field():
     assert key_mismatches(None, base) == ["no cache key next to the engine"]
     other = dict(base, tensorrt_version="10.10.0", gpu_name="NVIDIA A100")
     reasons = key_mismatches(base, other)
-    assert reasons == ["tensorrt_version: engine has '10.9.0', need '10.10.0'",
-                       "gpu_name: engine has 'NVIDIA H100 80GB HBM3', need 'NVIDIA A100'"]
+    assert reasons == [
+        "tensorrt_version: engine has '10.9.0', need '10.10.0'",
+        "gpu_name: engine has 'NVIDIA H100 80GB HBM3', need 'NVIDIA A100'",
+    ]
 
 
 def test_build_reuse_and_rebuild_on_every_kind_of_change(onnx_copy, tmp_path):
@@ -84,26 +87,49 @@ def test_build_reuse_and_rebuild_on_every_kind_of_change(onnx_copy, tmp_path):
     ensure_engine(onnx_copy, engine, BuildOptions(), H100, builder=build)  # fresh: reused
     assert build.calls == ["fp32"]
     ensure_engine(onnx_copy, engine, BuildOptions(fp16=True), H100, builder=build)  # precision
-    ensure_engine(onnx_copy, engine, BuildOptions(fp16=True),
-                  Platform("10.10.0", H100.gpu_name, "9.0"), builder=build)  # TensorRT upgrade
-    ensure_engine(onnx_copy, engine, BuildOptions(fp16=True),
-                  Platform("10.10.0", "NVIDIA L4", "8.9"), builder=build)  # other GPU
+    ensure_engine(
+        onnx_copy,
+        engine,
+        BuildOptions(fp16=True),
+        Platform("10.10.0", H100.gpu_name, "9.0"),
+        builder=build,
+    )  # TensorRT upgrade
+    ensure_engine(
+        onnx_copy,
+        engine,
+        BuildOptions(fp16=True),
+        Platform("10.10.0", "NVIDIA L4", "8.9"),
+        builder=build,
+    )  # other GPU
     assert build.calls == ["fp32", "fp16", "fp16", "fp16"]
     proto = onnx.load(str(onnx_copy))  # a changed ONNX file (e.g. re-exported)
     proto.doc_string += " re-exported"
     onnx.save(proto, onnx_copy)
-    ensure_engine(onnx_copy, engine, BuildOptions(fp16=True),
-                  Platform("10.10.0", "NVIDIA L4", "8.9"), builder=build)
+    ensure_engine(
+        onnx_copy,
+        engine,
+        BuildOptions(fp16=True),
+        Platform("10.10.0", "NVIDIA L4", "8.9"),
+        builder=build,
+    )
     assert len(build.calls) == 5
 
 
 def test_stale_engine_without_builder_fails_with_reasons(onnx_copy, tmp_path):
     engine = tmp_path / "m.engine"
     ensure_engine(onnx_copy, engine, BuildOptions(), H100, builder=FakeBuilder())
-    with pytest.raises(EngineCacheError, match=r"stale.*tensorrt_version: engine has '10.9.0', "
-                                               r"need '11.0.0'"):
-        ensure_engine(onnx_copy, engine, BuildOptions(), Platform("11.0.0", H100.gpu_name, "9.0"),
-                      can_build=False)
+    with pytest.raises(
+        EngineCacheError,
+        match=r"stale.*tensorrt_version: engine has '10.9.0', "
+        r"need '11.0.0'",
+    ):
+        ensure_engine(
+            onnx_copy,
+            engine,
+            BuildOptions(),
+            Platform("11.0.0", H100.gpu_name, "9.0"),
+            can_build=False,
+        )
     with pytest.raises(EngineCacheError, match="gpu_name"):  # engine only, no ONNX to rebuild
         ensure_engine(None, engine, BuildOptions(), Platform("10.9.0", "NVIDIA L4", "8.9"))
     assert ensure_engine(None, engine, BuildOptions(), H100) == engine  # same platform: fine
@@ -125,8 +151,11 @@ def test_missing_or_corrupt_key_counts_as_stale(onnx_copy, tmp_path):
 
 def test_dynamic_graph_key_has_profile(tiny_onnx_dynamic):
     shapes = input_shapes(tiny_onnx_dynamic, BuildOptions(min_hw=(32, 32), max_hw=(256, 512)))
-    assert shapes["image"] == {"min": [1, 32, 32, 3], "opt": [1, 64, 96, 3],
-                               "max": [1, 256, 512, 3]}
+    assert shapes["image"] == {
+        "min": [1, 32, 32, 3],
+        "opt": [1, 64, 96, 3],
+        "max": [1, 256, 512, 3],
+    }
 
 
 def test_fp32_region_covers_unnormalised_sums(tiny_onnx):
@@ -162,15 +191,28 @@ def test_script_catches_cache_errors_in_one_line(onnx_copy, tmp_path, stand_in):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: the platform probe would succeed")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tmp_path / "site")] * stand_in + [str(REPO)]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site")] * stand_in + [str(REPO)])
+    )
     if stand_in:  # a stand-in ``tensorrt`` module (the real one needs a GPU)
         (tmp_path / "site").mkdir()
         (tmp_path / "site" / "tensorrt.py").write_text('__version__ = "10.9.0"\n')
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "export/to_trt.py", "--onnx", str(onnx_copy), "--output",
-         str(out / "m.engine")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "export/to_trt.py",
+            "--onnx",
+            str(onnx_copy),
+            "--output",
+            str(out / "m.engine"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
@@ -180,10 +222,23 @@ def test_script_catches_cache_errors_in_one_line(onnx_copy, tmp_path, stand_in):
 
 
 def test_cli_validates_before_touching_tensorrt(onnx_copy, tmp_path, capsys):
-    rc = to_trt.main(["--onnx", str(tmp_path / "missing.onnx"), "--output",
-                      str(tmp_path / "m.engine")])
+    rc = to_trt.main(
+        ["--onnx", str(tmp_path / "missing.onnx"), "--output", str(tmp_path / "m.engine")]
+    )
     assert rc == 2 and "ONNX model not found" in capsys.readouterr().err
-    rc = to_trt.main(["--onnx", str(onnx_copy), "--output", str(tmp_path / "m.engine"),
-                      "--min-hw", "512", "512", "--max-hw", "256", "256"])
+    rc = to_trt.main(
+        [
+            "--onnx",
+            str(onnx_copy),
+            "--output",
+            str(tmp_path / "m.engine"),
+            "--min-hw",
+            "512",
+            "512",
+            "--max-hw",
+            "256",
+            "256",
+        ]
+    )
     assert rc == 2 and "must be positive and <= --max-hw" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -1,6 +1,7 @@
 """build_engine's control flow against a stand-in ``tensorrt`` module (the real one needs a GPU):
 parser errors surface in full, fp16 pins the un-normalised-sum layers to fp32, dynamic graphs get
 an optimisation profile, engine + timing cache + cache key are written, nothing on failure."""
+
 from __future__ import annotations
 
 import sys
@@ -135,8 +136,9 @@ def test_fp16_build_pins_mask_sums_and_writes_everything(tiny_onnx, tmp_path, mo
     trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     engine = tmp_path / "m.engine"
-    ensure_engine(tiny_onnx, engine, BuildOptions(fp16=True, workspace_gb=2), PLATFORM,
-                  builder=build_engine)
+    ensure_engine(
+        tiny_onnx, engine, BuildOptions(fp16=True, workspace_gb=2), PLATFORM, builder=build_engine
+    )
     assert engine.read_bytes() == b"SERIALIZED ENGINE"
     assert (tmp_path / "m.engine.timing").read_bytes() == b"TC+"
     assert read_cache_key(engine)["precision"] == "fp16"
@@ -145,15 +147,13 @@ def test_fp16_build_pins_mask_sums_and_writes_everything(tiny_onnx, tmp_path, mo
     assert not config.profiles  # static graph
     pinned = {layer.name for layer in network.layers if layer.precision == "FLOAT"}
     assert pinned == fp32_region(onnx.load(str(tiny_onnx)))
-    assert all(layer.out_types == {0: "FLOAT"} for layer in network.layers
-               if layer.name in pinned)
+    assert all(layer.out_types == {0: "FLOAT"} for layer in network.layers if layer.name in pinned)
 
 
 def test_fp32_build_pins_nothing(tiny_onnx, tmp_path, monkeypatch):
     trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(), PLATFORM,
-                  builder=build_engine)
+    ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(), PLATFORM, builder=build_engine)
     assert not trt.built["config"].flags
     assert all(layer.precision is None for layer in trt.built["network"].layers)
 
@@ -167,10 +167,13 @@ def test_dynamic_graph_gets_profile(tiny_onnx_dynamic, tmp_path, monkeypatch):
     assert profile.shapes == {"image": ([1, 64, 64, 3], [1, 64, 96, 3], [1, 512, 1024, 3])}
 
 
-def test_parser_errors_are_raised_in_full_and_nothing_is_written(tiny_onnx, tmp_path,
-                                                                 monkeypatch, caplog):
-    errors = ["In node 12 (/model/x/Foo): UNSUPPORTED_NODE: No importer for Foo",
-              "In node 40 (/model/y/Bar): INVALID_NODE: bad attribute"]
+def test_parser_errors_are_raised_in_full_and_nothing_is_written(
+    tiny_onnx, tmp_path, monkeypatch, caplog
+):
+    errors = [
+        "In node 12 (/model/x/Foo): UNSUPPORTED_NODE: No importer for Foo",
+        "In node 40 (/model/y/Bar): INVALID_NODE: bad attribute",
+    ]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(parse_errors=errors))
     engine = tmp_path / "m.engine"
     with pytest.raises(TrtBuildError) as info:
@@ -186,5 +189,10 @@ def test_strongly_typed_tensorrt_needs_converter_for_fp16(tiny_onnx, tmp_path, m
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # not installed
     with pytest.raises(TrtBuildError, match="pip install onnxconverter-common"):
-        ensure_engine(tiny_onnx, tmp_path / "m.engine", BuildOptions(fp16=True), PLATFORM,
-                      builder=build_engine)
+        ensure_engine(
+            tiny_onnx,
+            tmp_path / "m.engine",
+            BuildOptions(fp16=True),
+            PLATFORM,
+            builder=build_engine,
+        )

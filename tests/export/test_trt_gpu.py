@@ -1,4 +1,5 @@
 """TensorRT engine build + parity; runs only where tensorrt and a CUDA GPU exist."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.gpu
 def test_engine_matches_pytorch_on_eight_frames(tiny_model, tiny_onnx, tmp_path, fp16):
     engine = tmp_path / ("fp16.engine" if fp16 else "fp32.engine")
     frames = synthetic_clip(HEIGHT, WIDTH, 8)
-    with TorchBackend(tiny_model, "cuda") as ref, \
-            TrtBackend(engine, "cuda:0", onnx_path=tiny_onnx, fp16=fp16) as trt_be:
+    with (
+        TorchBackend(tiny_model, "cuda") as ref,
+        TrtBackend(engine, "cuda:0", onnx_path=tiny_onnx, fp16=fp16) as trt_be,
+    ):
         res = compare_backends(ref, trt_be, tiny_model.cfg, frames)
     print(res.table())
     key = read_cache_key(engine)

@@ -3,14 +3,16 @@
 Set before rclpy creates a context: a random ``ROS_DOMAIN_ID`` per test session (parallel CI jobs
 and other developers on the machine never see our topics) and localhost-only discovery.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -21,10 +23,14 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheel) is not installed")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
-                       ReliabilityPolicy)
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
 
 TIMEOUT = 60.0  # generous: a loaded 2-core machine, DDS discovery, a model load
 
@@ -93,15 +99,25 @@ def wait_until(pred: Callable[[], bool], timeout: float = TIMEOUT, period: float
 
 
 def params(**kw: Any) -> list[Parameter]:
-    """Parameter overrides from python values: params(model='m.pt', **{'outputs.overlay': True})."""
+    """Parameter overrides from python values.
+
+    params(model='m.pt', **{'outputs.overlay': True})
+    """
     return [Parameter(k.replace("__", "."), value=v) for k, v in kw.items()]
 
 
-RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                      history=HistoryPolicy.KEEP_LAST, depth=200)
-LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     history=HistoryPolicy.KEEP_LAST, depth=1)
+RELIABLE = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=200,
+)
+LATCHED = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+)
 
 
 class Probe:
@@ -109,31 +125,40 @@ class Probe:
 
     OUTPUTS = ("panoptic", "instance_ids", "semantic", "overlay")
 
-    def __init__(self, graph: RosGraph, ns: str, node_name: str = "vknet_node",
-                 outputs: tuple[str, ...] = OUTPUTS) -> None:
+    def __init__(
+        self,
+        graph: RosGraph,
+        ns: str,
+        node_name: str = "vknet_node",
+        outputs: tuple[str, ...] = OUTPUTS,
+    ) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
         self.node = graph.add(rclpy.create_node("probe", namespace=ns, context=graph.context))
         self.pub = self.node.create_publisher(Image, "image", RELIABLE)
-        self.pub_compressed = self.node.create_publisher(CompressedImage, "image/compressed",
-                                                         RELIABLE)
+        self.pub_compressed = self.node.create_publisher(
+            CompressedImage, "image/compressed", RELIABLE
+        )
         self.received: dict[str, list[Any]] = {n: [] for n in outputs}
         self.labels: list[Any] = []
         self.diagnostics: list[Any] = []
         self._lock = threading.Lock()
         for name in outputs:
-            self.node.create_subscription(Image, f"{node_name}/{name}",
-                                          self._recorder(name), RELIABLE)
+            self.node.create_subscription(
+                Image, f"{node_name}/{name}", self._recorder(name), RELIABLE
+            )
         self.node.create_subscription(String, f"{node_name}/labels", self.labels.append, LATCHED)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                      self.diagnostics.append, RELIABLE)
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", self.diagnostics.append, RELIABLE
+        )
 
     def _recorder(self, name: str) -> Callable[[Any], None]:
         def cb(msg: Any) -> None:
             with self._lock:
                 self.received[name].append((time.monotonic(), msg))
+
         return cb
 
     def msgs(self, name: str) -> list[Any]:
@@ -147,8 +172,9 @@ class Probe:
         return [(m.header.stamp.sec, m.header.stamp.nanosec) for m in self.msgs(name)]
 
 
-def image_msg(rgb: Any, sec: int, frame_id: str = "camera_optical", encoding: str = "rgb8",
-              nanosec: int = 0) -> Any:
+def image_msg(
+    rgb: Any, sec: int, frame_id: str = "camera_optical", encoding: str = "rgb8", nanosec: int = 0
+) -> Any:
     from std_msgs.msg import Header
 
     from vknet_ros.conversions import array_to_image

@@ -6,6 +6,7 @@ RGB must equal the original up to rounding; a swapped U/V or byte order is off b
 Bayer: the mosaic is sampled here from smooth RGB ramps (R along x, B along y), so a bilinear
 demosaic must give back the ramps inside the border; a wrong pattern swaps R and B.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,10 @@ import pytest
 
 pytest.importorskip("sensor_msgs", reason="sensor_msgs (ros-sensor-msgs wheel) is not installed")
 
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image
 
-from vknet_core.image_encodings import SUPPORTED_ENCODINGS, ConversionError, decode_rgb  # noqa
-from vknet_ros.conversions import image_to_rgb  # noqa: E402
+from vknet_core.image_encodings import SUPPORTED_ENCODINGS, ConversionError, decode_rgb
+from vknet_ros.conversions import image_to_rgb
 
 H, W = 8, 12
 
@@ -38,14 +39,16 @@ def yuv601(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
 
 
-def msg(data: np.ndarray, encoding: str, h: int = H, w: int = W, pad: int = 0,
-        bigendian: bool = False) -> Image:
+def msg(
+    data: np.ndarray, encoding: str, h: int = H, w: int = W, pad: int = 0, bigendian: bool = False
+) -> Image:
     rows = data.reshape(data.shape[0], -1)
     if rows.dtype.itemsize > 1:
         rows = rows.astype(rows.dtype.newbyteorder(">" if bigendian else "<")).view(np.uint8)
     rows = np.concatenate([rows, np.full((rows.shape[0], pad), 7, np.uint8)], axis=1)
-    m = Image(height=h, width=w, encoding=encoding, step=rows.shape[1],
-              is_bigendian=int(bigendian))
+    m = Image(
+        height=h, width=w, encoding=encoding, step=rows.shape[1], is_bigendian=int(bigendian)
+    )
     m.data = rows.tobytes()
     return m
 
@@ -68,11 +71,14 @@ def nv21(rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("pad", [0, 4])
-@pytest.mark.parametrize("encoding,bh,bw,make", [
-    ("yuv422", 1, 2, lambda x: packed_422(x, "UYVY")),
-    ("yuv422_yuy2", 1, 2, lambda x: packed_422(x, "YUYV")),
-    ("nv21", 2, 2, nv21),
-])
+@pytest.mark.parametrize(
+    "encoding,bh,bw,make",
+    [
+        ("yuv422", 1, 2, lambda x: packed_422(x, "UYVY")),
+        ("yuv422_yuy2", 1, 2, lambda x: packed_422(x, "YUYV")),
+        ("nv21", 2, 2, nv21),
+    ],
+)
 def test_yuv_encodings_match_the_bt601_reference(encoding, bh, bw, make, pad):
     rgb = blocks(bh, bw)
     out = image_to_rgb(msg(make(rgb), encoding, pad=pad), use_cv_bridge=False)
@@ -86,10 +92,15 @@ def ramps() -> np.ndarray:
     return np.stack([20 + 15 * xx, np.full_like(xx, 100), 30 + 20 * yy], -1).astype(np.uint8)
 
 
-@pytest.mark.parametrize("encoding,pattern", [
-    ("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"), ("bayer_gbrg8", "GBRG"),
-    ("bayer_grbg8", "GRBG"),
-])
+@pytest.mark.parametrize(
+    "encoding,pattern",
+    [
+        ("bayer_rggb8", "RGGB"),
+        ("bayer_bggr8", "BGGR"),
+        ("bayer_gbrg8", "GBRG"),
+        ("bayer_grbg8", "GRBG"),
+    ],
+)
 def test_bayer_patterns_demosaic_to_the_sampled_image(encoding, pattern):
     rgb = ramps()
     mosaic = np.empty((H, W), np.uint8)
@@ -113,8 +124,17 @@ def test_16_bit_colour_scales_full_range(encoding, bigendian):
 
 
 def test_new_encodings_are_supported_and_checked():
-    new = {"yuv422", "yuv422_yuy2", "nv21", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
-           "bayer_grbg8", "rgb16", "bgr16"}
+    new = {
+        "yuv422",
+        "yuv422_yuy2",
+        "nv21",
+        "bayer_rggb8",
+        "bayer_bggr8",
+        "bayer_gbrg8",
+        "bayer_grbg8",
+        "rgb16",
+        "bgr16",
+    }
     assert new <= set(SUPPORTED_ENCODINGS)
     with pytest.raises(ConversionError, match="even width"):
         decode_rgb(msg(np.zeros((H, W - 1, 2), np.uint8), "yuv422", w=W - 1))

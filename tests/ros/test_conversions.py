@@ -1,4 +1,5 @@
 """Image <-> numpy conversions and output messages, without a ROS graph (message types only)."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,23 @@ import pytest
 
 pytest.importorskip("sensor_msgs", reason="sensor_msgs (ros-sensor-msgs wheel) is not installed")
 
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
-from vknet_core.types import PanopticFrame  # noqa: E402
-from vknet_ros.conversions import (SUPPORTED_ENCODINGS, ConversionError,  # noqa: E402
-                                   array_to_image, compressed_to_rgb, decode_panoptic,
-                                   frame_to_images, image_to_numpy, image_to_rgb,
-                                   labels_to_msg, parse_labels, rgb_to_compressed)
+from vknet_core.types import PanopticFrame
+from vknet_ros.conversions import (
+    SUPPORTED_ENCODINGS,
+    ConversionError,
+    array_to_image,
+    compressed_to_rgb,
+    decode_panoptic,
+    frame_to_images,
+    image_to_numpy,
+    image_to_rgb,
+    labels_to_msg,
+    parse_labels,
+    rgb_to_compressed,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -29,39 +39,68 @@ def raw_msg(arr: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = Fals
         a = a.astype(a.dtype.newbyteorder(">" if bigendian else "<"))
     rows = a.reshape(a.shape[0], -1).view(np.uint8)
     rows = np.concatenate([rows, np.full((a.shape[0], pad), 0xAB, np.uint8)], axis=1)
-    msg = Image(height=a.shape[0], width=a.shape[1], encoding=encoding,
-                is_bigendian=int(bigendian), step=rows.shape[1])
+    msg = Image(
+        height=a.shape[0],
+        width=a.shape[1],
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=rows.shape[1],
+    )
     msg.data = rows.tobytes()
     return msg
 
 
 @pytest.mark.parametrize("pad", [0, 3])
-@pytest.mark.parametrize("encoding,make,expect", [
-    ("rgb8", lambda x: x, lambda x: x),
-    ("bgr8", lambda x: x[:, :, ::-1], lambda x: x),
-    ("8UC3", lambda x: x[:, :, ::-1], lambda x: x),
-    ("rgba8", lambda x: np.dstack([x, np.full(x.shape[:2], 9, np.uint8)]), lambda x: x),
-    ("bgra8", lambda x: np.dstack([x[:, :, ::-1], np.full(x.shape[:2], 9, np.uint8)]),
-     lambda x: x),
-    ("mono8", lambda x: x[:, :, 0], lambda x: np.repeat(x[:, :, :1], 3, 2)),
-    ("8UC1", lambda x: x[:, :, 0], lambda x: np.repeat(x[:, :, :1], 3, 2)),
-    ("mono16", lambda x: x[:, :, 0].astype(np.uint16) * 257,
-     lambda x: np.repeat(x[:, :, :1], 3, 2)),
-    ("16UC1", lambda x: x[:, :, 0].astype(np.uint16) * 257,
-     lambda x: np.repeat(x[:, :, :1], 3, 2)),
-])
+@pytest.mark.parametrize(
+    "encoding,make,expect",
+    [
+        ("rgb8", lambda x: x, lambda x: x),
+        ("bgr8", lambda x: x[:, :, ::-1], lambda x: x),
+        ("8UC3", lambda x: x[:, :, ::-1], lambda x: x),
+        ("rgba8", lambda x: np.dstack([x, np.full(x.shape[:2], 9, np.uint8)]), lambda x: x),
+        (
+            "bgra8",
+            lambda x: np.dstack([x[:, :, ::-1], np.full(x.shape[:2], 9, np.uint8)]),
+            lambda x: x,
+        ),
+        ("mono8", lambda x: x[:, :, 0], lambda x: np.repeat(x[:, :, :1], 3, 2)),
+        ("8UC1", lambda x: x[:, :, 0], lambda x: np.repeat(x[:, :, :1], 3, 2)),
+        (
+            "mono16",
+            lambda x: x[:, :, 0].astype(np.uint16) * 257,
+            lambda x: np.repeat(x[:, :, :1], 3, 2),
+        ),
+        (
+            "16UC1",
+            lambda x: x[:, :, 0].astype(np.uint16) * 257,
+            lambda x: np.repeat(x[:, :, :1], 3, 2),
+        ),
+    ],
+)
 def test_every_encoding_with_row_padding(encoding, make, expect, pad):
-    out = image_to_rgb(raw_msg(np.ascontiguousarray(make(RGB)), encoding, pad=pad),
-                       use_cv_bridge=False)
+    out = image_to_rgb(
+        raw_msg(np.ascontiguousarray(make(RGB)), encoding, pad=pad), use_cv_bridge=False
+    )
     assert out.dtype == np.uint8 and out.shape == (5, 7, 3) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, expect(RGB))
 
 
 def test_encodings_are_all_tested():
-    camera = {"yuv422", "yuv422_yuy2", "nv21", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
-              "bayer_grbg8", "rgb16", "bgr16"}  # tests/ros/test_camera_encodings.py
-    assert set(SUPPORTED_ENCODINGS) == {"rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8",
-                                        "8UC1", "mono16", "16UC1"} | camera
+    camera = {
+        "yuv422",
+        "yuv422_yuy2",
+        "nv21",
+        "bayer_rggb8",
+        "bayer_bggr8",
+        "bayer_gbrg8",
+        "bayer_grbg8",
+        "rgb16",
+        "bgr16",
+    }  # tests/ros/test_camera_encodings.py
+    assert (
+        set(SUPPORTED_ENCODINGS)
+        == {"rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1"} | camera
+    )
 
 
 @pytest.mark.parametrize("bigendian", [False, True])
@@ -121,8 +160,12 @@ def frame(h: int = 4, w: int = 6) -> PanopticFrame:
     sem[0, 0] = 255
     inst = np.zeros((h, w), np.uint16)
     inst[1:3, 1:4] = 7
-    return PanopticFrame(segment_map=(inst > 0).astype(np.int32), semantic=sem,
-                         instance_ids=inst, panoptic=sem.astype(np.int32) * 1000 + inst)
+    return PanopticFrame(
+        segment_map=(inst > 0).astype(np.int32),
+        semantic=sem,
+        instance_ids=inst,
+        panoptic=sem.astype(np.int32) * 1000 + inst,
+    )
 
 
 def test_frame_to_images_keeps_header_and_decodes():
@@ -130,7 +173,10 @@ def test_frame_to_images_keeps_header_and_decodes():
     header.stamp.sec, header.stamp.nanosec = 12, 345
     msgs = frame_to_images(frame(), header)
     assert {n: m.encoding for n, m in msgs.items()} == {
-        "panoptic": "32SC1", "instance_ids": "16UC1", "semantic": "mono8"}
+        "panoptic": "32SC1",
+        "instance_ids": "16UC1",
+        "semantic": "mono8",
+    }
     assert all(m.header == header and (m.height, m.width) == (4, 6) for m in msgs.values())
     sem, track = decode_panoptic(msgs["panoptic"], 1000)
     assert sem[1, 1] == 13 and track[1, 1] == 7 and sem[0, 0] == 255 and track[0, 0] == 0

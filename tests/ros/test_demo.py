@@ -1,13 +1,11 @@
 """The embedded demo end to end (small): camera -> vknet_node -> recorder over DDS, files out."""
+
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.ros.conftest import rclpy  # noqa: F401  (sets the isolated domain; skips without rclpy)
-
-from vknet_ros.demo import main, run_demo  # noqa: E402
+from vknet_ros.demo import main, run_demo
 
 
 def test_demo_writes_gif_pngs_and_summary(tmp_path, tiny_checkpoint):

@@ -3,34 +3,33 @@
 Each test starts the node in-process (its own rclpy context and executor thread), publishes
 camera frames from a probe node and checks what comes back on every output.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
+from std_srvs.srv import Trigger
 
-from tests.ros.conftest import Probe, TIMEOUT, image_msg, params, wait_until
-
-from lifecycle_msgs.msg import State  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-
-from vknet_ros.conversions import image_to_numpy, parse_labels  # noqa: E402
-from vknet_ros.diagnostics import status_values  # noqa: E402
-from vknet_ros.node import VKNetNode, autostart  # noqa: E402
+from tests.ros.conftest import TIMEOUT, Probe, image_msg, params, wait_until
+from vknet_ros.conversions import image_to_numpy, parse_labels
+from vknet_ros.diagnostics import status_values
+from vknet_ros.node import VKNetNode, autostart
 
 H, W = 64, 96
 
 
 def start_node(graph, ns, **kw):
-    node = graph.add(VKNetNode(namespace=ns, context=graph.context,
-                               parameter_overrides=params(**kw)))
+    node = graph.add(
+        VKNetNode(namespace=ns, context=graph.context, parameter_overrides=params(**kw))
+    )
     return node
 
 
 def rgb_frame(t: int, h: int = H, w: int = W) -> np.ndarray:
     rng = np.random.default_rng(t)
     img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    img[10:30, 5 + t:25 + t] = (200, 30, 30)
+    img[10:30, 5 + t : 25 + t] = (200, 30, 30)
     return img
 
 
@@ -48,10 +47,15 @@ def test_outputs_headers_encodings_sizes(graph, tiny_checkpoint):
         msg = image_msg(rgb_frame(t), sec=100 + t, nanosec=7)
         sent.append(msg)
         probe.pub.publish(msg)
-        assert wait_until(lambda: len(probe.msgs("panoptic")) > t and
-                          len(probe.msgs("overlay")) > t), f"no outputs for frame {t}"
-    expect = {"panoptic": ("32SC1", np.int32), "instance_ids": ("16UC1", np.uint16),
-              "semantic": ("mono8", np.uint8), "overlay": ("rgb8", np.uint8)}
+        assert wait_until(
+            lambda: len(probe.msgs("panoptic")) > t and len(probe.msgs("overlay")) > t
+        ), f"no outputs for frame {t}"
+    expect = {
+        "panoptic": ("32SC1", np.int32),
+        "instance_ids": ("16UC1", np.uint16),
+        "semantic": ("mono8", np.uint8),
+        "overlay": ("rgb8", np.uint8),
+    }
     assert wait_until(lambda: all(len(probe.msgs(n)) >= 3 for n in expect))
     for name, (enc, dtype) in expect.items():
         got = probe.msgs(name)
@@ -68,11 +72,21 @@ def test_outputs_headers_encodings_sizes(graph, tiny_checkpoint):
     inst = image_to_numpy(probe.msgs("instance_ids")[-1])
     np.testing.assert_array_equal(pan, sem.astype(np.int32) * 65536 + inst)
     # diagnostics: rate, per-stage latency, dropped frames, backend
-    assert wait_until(lambda: any(
-        status_values(d.status[0]).get("frames_processed") == "3" for d in probe.diagnostics))
+    assert wait_until(
+        lambda: any(
+            status_values(d.status[0]).get("frames_processed") == "3" for d in probe.diagnostics
+        )
+    )
     vals = status_values(probe.diagnostics[-1].status[0])
-    for key in ("rate_hz", "pipeline_mean_ms", "decode_mean_ms", "publish_mean_ms",
-                "latency_mean_ms", "frames_dropped", "backend"):
+    for key in (
+        "rate_hz",
+        "pipeline_mean_ms",
+        "decode_mean_ms",
+        "publish_mean_ms",
+        "latency_mean_ms",
+        "frames_dropped",
+        "backend",
+    ):
         assert key in vals, key
     assert vals["backend"] == "torch"
 
@@ -171,8 +185,9 @@ def test_time_jump_back_and_reset_service_reset_tracks(graph, tiny_checkpoint, c
 
 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
-def test_bad_model_file_fails_activation_and_node_keeps_serving(graph, tiny_checkpoint,
-                                                                tmp_path, capfd, kind):
+def test_bad_model_file_fails_activation_and_node_keeps_serving(
+    graph, tiny_checkpoint, tmp_path, capfd, kind
+):
     ns = f"/cam_{kind}"
     path = tmp_path / "model.pt"
     if kind == "corrupt":
@@ -181,8 +196,7 @@ def test_bad_model_file_fails_activation_and_node_keeps_serving(graph, tiny_chec
     probe = Probe(graph, ns, outputs=("panoptic",))
     assert autostart(node) is False
     err = capfd.readouterr().err
-    needle = ("model file not found" if kind == "missing"
-              else "could not load torch model")
+    needle = "model file not found" if kind == "missing" else "could not load torch model"
     assert len(lines_with(err, needle)) == 1, err
     assert str(path) in lines_with(err, needle)[0]
     # still serving: the lifecycle services answer; fix the parameter and bring it up
@@ -216,8 +230,9 @@ def test_compressed_input(graph, tiny_checkpoint):
     from vknet_ros.conversions import rgb_to_compressed
 
     ns = "/cam_jpeg"
-    node = start_node(graph, ns, model=str(tiny_checkpoint), input__compressed=True,
-                      outputs__overlay=False)
+    node = start_node(
+        graph, ns, model=str(tiny_checkpoint), input__compressed=True, outputs__overlay=False
+    )
     probe = Probe(graph, ns, outputs=("semantic",))
     assert autostart(node)
     assert wait_until(lambda: probe.pub_compressed.get_subscription_count() > 0)
@@ -252,9 +267,12 @@ def test_moving_object_keeps_its_track_id_through_the_node(graph, tmp_path):
         assert wait_until(lambda: len(probe.msgs("instance_ids")) > t), f"no output for {t}"
     ids = [image_to_numpy(m) for m in probe.msgs("instance_ids")]
     # GT instances (thing ids: sem*1000+inst, inst > 0) large in every frame
-    things = set.intersection(*[
-        {int(v) for v, n in zip(*np.unique(g, return_counts=True)) if v % 1000 and n >= 400}
-        for g in gts])
+    things = set.intersection(
+        *[
+            {int(v) for v, n in zip(*np.unique(g, return_counts=True)) if v % 1000 and n >= 400}
+            for g in gts
+        ]
+    )
     assert things, "the held-out sequence has no object visible in every frame"
     stable = 0
     for obj in things:

@@ -1,31 +1,38 @@
 """vknet_node on real cameras for hours (issue 9), over FastDDS on loopback with a real tiny model:
 HD streams, bounded network size, oversized headers, camera encodings, camera_info, input QoS."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
 
 from tests.ros.conftest import RELIABLE, Probe, image_msg, params, wait_until
-
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-
-from tests.ros.test_camera_encodings import (blocks, msg as raw_msg, nv21,  # noqa: E402
-                                             packed_422, ramps)
-from vknet_ros.conversions import image_to_numpy  # noqa: E402
-from vknet_ros.node import VKNetNode, autostart  # noqa: E402
+from tests.ros.test_camera_encodings import (
+    blocks,
+    nv21,
+    packed_422,
+    ramps,
+)
+from tests.ros.test_camera_encodings import (
+    msg as raw_msg,
+)
+from vknet_ros.conversions import image_to_numpy
+from vknet_ros.node import VKNetNode, autostart
 
 
 def start(graph, ns, **kw):
-    return graph.add(VKNetNode(namespace=ns, context=graph.context,
-                               parameter_overrides=params(**kw)))
+    return graph.add(
+        VKNetNode(namespace=ns, context=graph.context, parameter_overrides=params(**kw))
+    )
 
 
 def street(h: int, w: int, t: int = 0) -> np.ndarray:
     img = np.full((h, w, 3), 90, np.uint8)
-    img[h // 2:, :] = (70, 70, 70)  # road
+    img[h // 2 :, :] = (70, 70, 70)  # road
     x = (40 + 30 * t) % max(1, w - w // 5)
-    img[h // 2 - h // 8: h // 2 + h // 8, x: x + w // 5] = (200, 30, 30)
+    img[h // 2 - h // 8 : h // 2 + h // 8, x : x + w // 5] = (200, 30, 30)
     return img
 
 
@@ -37,6 +44,7 @@ def record_network_inputs(node) -> list:
     def spy(feeds):
         shapes.append(tuple(feeds["image"].shape))
         return step(feeds)
+
     backend.step = spy
     return shapes
 
@@ -60,8 +68,9 @@ def test_1280x720_stream_with_the_default_qos_gets_every_output(graph, tiny_chec
 
 def test_4000x3000_frame_served_at_the_bounded_network_size(graph, tiny_checkpoint):
     ns = "/cam_12mp"
-    node = start(graph, ns, model=str(tiny_checkpoint), outputs__instance_ids=False,
-                 outputs__semantic=False)
+    node = start(
+        graph, ns, model=str(tiny_checkpoint), outputs__instance_ids=False, outputs__semantic=False
+    )
     probe = Probe(graph, ns, outputs=("panoptic",))
     assert autostart(node) and probe.wait_subscribed()
     shapes = record_network_inputs(node)
@@ -96,8 +105,10 @@ ENCODED = {
     "yuv422": lambda: raw_msg(packed_422(blocks(1, 2), "UYVY"), "yuv422"),
     "yuv422_yuy2": lambda: raw_msg(packed_422(blocks(1, 2), "YUYV"), "yuv422_yuy2"),
     "nv21": lambda: raw_msg(nv21(blocks(2, 2)), "nv21"),
-    **{f"bayer_{p.lower()}8": (lambda p=p: raw_msg(ramps()[:, :, 1], f"bayer_{p.lower()}8"))
-       for p in ("RGGB", "BGGR", "GBRG", "GRBG")},
+    **{
+        f"bayer_{p.lower()}8": (lambda p=p: raw_msg(ramps()[:, :, 1], f"bayer_{p.lower()}8"))
+        for p in ("RGGB", "BGGR", "GBRG", "GRBG")
+    },
     "rgb16": lambda: raw_msg(blocks(1, 1).astype(np.uint16) * 257, "rgb16"),
     "bgr16": lambda: raw_msg(blocks(1, 1).astype(np.uint16) * 257, "bgr16"),
 }
@@ -114,8 +125,10 @@ def test_each_new_camera_encoding_through_the_node(graph, tiny_checkpoint):
         probe.pub.publish(m)
         assert wait_until(lambda: len(probe.msgs("panoptic")) > i), f"{enc}: no output"
         out = probe.msgs("panoptic")[i]
-        assert out.header.stamp.sec == 100 + i and (out.height, out.width) == (m.height,
-                                                                               m.width), enc
+        assert out.header.stamp.sec == 100 + i and (out.height, out.width) == (
+            m.height,
+            m.width,
+        ), enc
     assert node.stats.bad_input == 0 and node.stats.errors == 0
 
 
@@ -150,8 +163,9 @@ def test_best_effort_camera_is_followed_by_input_qos_auto(graph, tiny_checkpoint
     ns = "/cam_be"
     node = start(graph, ns, model=str(tiny_checkpoint), diagnostics__period=0.2)
     probe = Probe(graph, ns, outputs=("panoptic",))
-    be_pub = probe.node.create_publisher(Image, "image", QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    be_pub = probe.node.create_publisher(
+        Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    )
     assert autostart(node)
     assert wait_until(lambda: node._inputs is not None and node._inputs.best_effort)
     assert wait_until(lambda: be_pub.get_subscription_count() > 0)

@@ -1,26 +1,30 @@
 """vknet_node's /diagnostics in the diagnostic_updater sense and its parameter lifecycle, over
 FastDDS on loopback: time-window rate, expected rate, stale timeout, a status in every lifecycle
 state, namespaced status names; parameter changes applied on activate or refused with a reason."""
+
 from __future__ import annotations
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
 from tests.ros.conftest import Probe, image_msg, params, wait_until
+from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, status_values
+from vknet_ros.node import VKNetNode, autostart
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-
-from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, status_values  # noqa: E402
-from vknet_ros.node import VKNetNode, autostart  # noqa: E402
-
-OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
-                          DiagnosticStatus.STALE)
+OK, WARN, ERROR, STALE = (
+    DiagnosticStatus.OK,
+    DiagnosticStatus.WARN,
+    DiagnosticStatus.ERROR,
+    DiagnosticStatus.STALE,
+)
 
 
 def start(graph, ns, **kw):
-    return graph.add(VKNetNode(namespace=ns, context=graph.context,
-                               parameter_overrides=params(**kw)))
+    return graph.add(
+        VKNetNode(namespace=ns, context=graph.context, parameter_overrides=params(**kw))
+    )
 
 
 def frame(sec: int) -> object:
@@ -34,8 +38,14 @@ def statuses(probe: Probe, fqn: str) -> list[DiagnosticStatus]:
 
 def test_status_goes_warn_then_stale_after_the_stream_stops(graph, tiny_checkpoint):
     ns = "/cam_stale"
-    node = start(graph, ns, model=str(tiny_checkpoint), diagnostics__period=0.2,
-                 diagnostics__window=1.5, diagnostics__stale_timeout=4.0)
+    node = start(
+        graph,
+        ns,
+        model=str(tiny_checkpoint),
+        diagnostics__period=0.2,
+        diagnostics__window=1.5,
+        diagnostics__stale_timeout=4.0,
+    )
     probe = Probe(graph, ns, outputs=("panoptic",))
     fqn = f"{ns}/vknet_node"
     assert autostart(node) and probe.wait_subscribed()
@@ -74,8 +84,9 @@ def test_expected_rate_and_window_rules():
     assert bad.level == WARN and "64FC1" in bad.message
 
 
-def test_error_while_the_model_fails_to_load_then_fixed_by_a_parameter(graph, tiny_checkpoint,
-                                                                      tmp_path, capfd):
+def test_error_while_the_model_fails_to_load_then_fixed_by_a_parameter(
+    graph, tiny_checkpoint, tmp_path, capfd
+):
     ns = "/cam_fail"
     node = start(graph, ns, model=str(tmp_path / "missing.pt"), diagnostics__period=0.2)
     probe = Probe(graph, ns, outputs=("panoptic",))
@@ -104,8 +115,7 @@ def test_error_while_the_model_fails_to_load_then_fixed_by_a_parameter(graph, ti
     assert not res.successful and "read on configure" in res.reason and "cleanup" in res.reason
     assert node.get_parameter("outputs.semantic").value is True
     # a change made while active applies on the next activate
-    assert node.set_parameters([Parameter("diagnostics.expected_rate", value=100.0)])[0] \
-        .successful
+    assert node.set_parameters([Parameter("diagnostics.expected_rate", value=100.0)])[0].successful
     assert node.params.expected_rate == 0.0
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert wait_until(lambda: "inactive" in statuses(probe, fqn)[-1].message)
@@ -114,12 +124,16 @@ def test_error_while_the_model_fails_to_load_then_fixed_by_a_parameter(graph, ti
 
 
 def test_two_namespaced_nodes_have_distinct_status_names(graph, tiny_checkpoint):
-    nodes = {ns: start(graph, ns, model=str(tiny_checkpoint), diagnostics__period=0.2)
-             for ns in ("/front", "/rear")}
+    nodes = {
+        ns: start(graph, ns, model=str(tiny_checkpoint), diagnostics__period=0.2)
+        for ns in ("/front", "/rear")
+    }
     probe = Probe(graph, "/front", outputs=("panoptic",))
     for node in nodes.values():
         assert autostart(node)
     assert wait_until(lambda: all(statuses(probe, f"{ns}/vknet_node") for ns in nodes))
     names = {ns: statuses(probe, f"{ns}/vknet_node")[-1].name for ns in nodes}
-    assert names == {"/front": "/front/vknet_node: video panoptic segmentation",
-                     "/rear": "/rear/vknet_node: video panoptic segmentation"}
+    assert names == {
+        "/front": "/front/vknet_node: video panoptic segmentation",
+        "/rear": "/rear/vknet_node: video panoptic segmentation",
+    }

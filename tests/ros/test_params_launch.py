@@ -1,5 +1,6 @@
 """Parameters (config/vknet.yaml -> NodeParams), the `python -m vknet_ros` entry point and the
 launch file."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ros.conftest import Probe, TIMEOUT, image_msg, rclpy, wait_until
-
-from vknet_ros.node import VKNetNode  # noqa: E402
-from vknet_ros.params import DEFAULT_MODEL, NodeParams, core_defaults, read_all  # noqa: E402
+from tests.ros.conftest import TIMEOUT, Probe, image_msg, rclpy, wait_until
+from vknet_ros.node import VKNetNode
+from vknet_ros.params import DEFAULT_MODEL, NodeParams, core_defaults, read_all
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config" / "vknet.yaml"
@@ -55,9 +55,22 @@ def test_yaml_lists_every_parameter_with_the_defaults():
 
 
 def test_overrides_are_typed_and_validated():
-    ctx, node = node_with_args(["--params-file", str(YAML), "-p", "network.height:=384",
-                                "-p", "network.width:=1248", "-p", "merge.overlap_thr:=1",
-                                "-p", "outputs.semantic:=false", "-p", "model:=~/m.onnx"])
+    ctx, node = node_with_args(
+        [
+            "--params-file",
+            str(YAML),
+            "-p",
+            "network.height:=384",
+            "-p",
+            "network.width:=1248",
+            "-p",
+            "merge.overlap_thr:=1",
+            "-p",
+            "outputs.semantic:=false",
+            "-p",
+            "model:=~/m.onnx",
+        ]
+    )
     try:
         p = read_all(node)
     finally:
@@ -65,11 +78,12 @@ def test_overrides_are_typed_and_validated():
     assert p.network_hw == (384, 1248) and dict(p.merge)["overlap_thr"] == 1.0
     assert p.outputs == ("panoptic", "instance_ids")
     assert p.model_path == Path("~/m.onnx").expanduser()
-    for bad, msg in ((["-p", "backend:=caffe"], "backend='caffe'"),
-                     (["-p", "network.height:=100", "-p", "network.width:=64"],
-                      "network.height=100"),
-                     (["-p", "tracker.memo_momentum:=high"], "tracker.memo_momentum='high'"),
-                     (["-p", "input.qos:=fast"], "input.qos='fast'")):
+    for bad, msg in (
+        (["-p", "backend:=caffe"], "backend='caffe'"),
+        (["-p", "network.height:=100", "-p", "network.width:=64"], "network.height=100"),
+        (["-p", "tracker.memo_momentum:=high"], "tracker.memo_momentum='high'"),
+        (["-p", "input.qos:=fast"], "input.qos='fast'"),
+    ):
         ctx, node = node_with_args(bad)
         try:
             with pytest.raises(ValueError, match=msg):
@@ -83,16 +97,35 @@ def test_python_m_vknet_ros_serves_frames(graph, tiny_checkpoint):
     ns = "/cam_proc"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={ns}",
-         "--params-file", str(YAML), "-p", f"model:={tiny_checkpoint}",
-         "-p", "outputs.overlay:=false", "-r", "image:=camera/image_raw"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vknet_ros",
+            "--ros-args",
+            "-r",
+            f"__ns:={ns}",
+            "--params-file",
+            str(YAML),
+            "-p",
+            f"model:={tiny_checkpoint}",
+            "-p",
+            "outputs.overlay:=false",
+            "-r",
+            "image:=camera/image_raw",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         probe = Probe(graph, ns, outputs=("panoptic",))
-        pub = probe.node.create_publisher(type(image_msg(np.zeros((2, 2, 3), np.uint8), 0)),
-                                          "camera/image_raw", 10)
-        assert wait_until(lambda: pub.get_subscription_count() > 0 or proc.poll() is not None,
-                          TIMEOUT * 2), "node process never subscribed"
+        pub = probe.node.create_publisher(
+            type(image_msg(np.zeros((2, 2, 3), np.uint8), 0)), "camera/image_raw", 10
+        )
+        assert wait_until(
+            lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, TIMEOUT * 2
+        ), "node process never subscribed"
         assert proc.poll() is None, proc.stdout.read()
         rgb = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
         # discovery is asymmetric for a moment after matching: resend until served
@@ -119,15 +152,18 @@ def test_launch_file_compiles():
     compile(src, "camera.launch.py", "exec")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not importable (not a pip wheel; needs a full ROS 2 "
-                           "install: Humble or Jazzy)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("launch_ros") is None,
+    reason="launch_ros is not importable (not a pip wheel; needs a full ROS 2 "
+    "install: Humble or Jazzy)",
+)
 def test_launch_description_builds_the_node():  # pragma: no cover - needs a ROS install
     from launch import LaunchContext, LaunchDescription
     from launch.actions import OpaqueFunction
 
-    spec = importlib.util.spec_from_file_location("camera_launch",
-                                                  REPO / "launch" / "camera.launch.py")
+    spec = importlib.util.spec_from_file_location(
+        "camera_launch", REPO / "launch" / "camera.launch.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
@@ -138,8 +174,14 @@ def test_launch_description_builds_the_node():  # pragma: no cover - needs a ROS
     for a in ld.entities:
         if not isinstance(a, OpaqueFunction):
             a.visit(ctx)
-    ctx.launch_configurations.update({"params_file": str(YAML), "namespace": "cam_front",
-                                      "image_topic": "/cam/image_raw", "backend": "onnxruntime"})
+    ctx.launch_configurations.update(
+        {
+            "params_file": str(YAML),
+            "namespace": "cam_front",
+            "image_topic": "/cam/image_raw",
+            "backend": "onnxruntime",
+        }
+    )
     (opaque,) = [a for a in ld.entities if isinstance(a, OpaqueFunction)]
     (node,) = opaque.execute(ctx)
     assert node.node_package == "vknet_ros" and node.node_executable == "vknet_node"

@@ -4,11 +4,13 @@
 topic, as ``ros2 bag record`` would: sqlite3 or MCAP storage, raw ``sensor_msgs/Image`` or
 ``sensor_msgs/CompressedImage`` (png or jpeg), each message with its header stamp and log time.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -21,28 +23,40 @@ TOPIC = "/cam_front/image_raw"
 LOG0 = 1_700_000_000 * 10**9  # log time of the first message [ns]
 
 
-def synthetic_frames(n: int = 8, hw: tuple[int, int] = (96, 160), seed: int = 3
-                     ) -> list[np.ndarray]:
+def synthetic_frames(
+    n: int = 8, hw: tuple[int, int] = (96, 160), seed: int = 3
+) -> list[np.ndarray]:
     """``n`` uint8 RGB [H, W, 3] frames of one moving synthetic scene."""
     return [rgb for rgb, _ in make_sequence(np.random.default_rng(seed), n, hw[0], hw[1])]
 
 
-def camera_msg(rgb: np.ndarray, stamp_ns: int, fmt: str = "raw",
-               frame_id: str = "cam_front_optical") -> Any:
+def camera_msg(
+    rgb: np.ndarray, stamp_ns: int, fmt: str = "raw", frame_id: str = "cam_front_optical"
+) -> Any:
     """rosbags message: ``raw`` -> Image rgb8; ``png`` / ``jpeg`` -> CompressedImage."""
     ts = typestore()
     header = ts.types["std_msgs/msg/Header"](
-        stamp=ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
-                                                      nanosec=stamp_ns % 10**9),
-        frame_id=frame_id)
+        stamp=ts.types["builtin_interfaces/msg/Time"](
+            sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9
+        ),
+        frame_id=frame_id,
+    )
     if fmt == "raw":
         h, w = rgb.shape[:2]
-        return ts.types[IMAGE](header=header, height=h, width=w, encoding="rgb8",
-                               is_bigendian=0, step=w * 3, data=rgb.reshape(-1).copy())
+        return ts.types[IMAGE](
+            header=header,
+            height=h,
+            width=w,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=w * 3,
+            data=rgb.reshape(-1).copy(),
+        )
     ok, buf = cv2.imencode(".png" if fmt == "png" else ".jpg", rgb[:, :, ::-1])
     assert ok
-    return ts.types[COMPRESSED](header=header, format=f"rgb8; {fmt} compressed bgr8",
-                                data=buf.reshape(-1))
+    return ts.types[COMPRESSED](
+        header=header, format=f"rgb8; {fmt} compressed bgr8", data=buf.reshape(-1)
+    )
 
 
 @dataclass
@@ -57,11 +71,16 @@ class RecordedBag:
     headers: list[Any]
 
 
-def write_camera_bag(folder: Path, frames: Sequence[np.ndarray],
-                     stamps_ns: Optional[Sequence[int]] = None, storage: str = "sqlite3",
-                     fmt: str = "raw", topic: str = TOPIC,
-                     corrupt: Optional[dict[int, bytes]] = None,
-                     extra: Sequence[tuple[str, str]] = ()) -> RecordedBag:
+def write_camera_bag(
+    folder: Path,
+    frames: Sequence[np.ndarray],
+    stamps_ns: Optional[Sequence[int]] = None,
+    storage: str = "sqlite3",
+    fmt: str = "raw",
+    topic: str = TOPIC,
+    corrupt: Optional[dict[int, bytes]] = None,
+    extra: Sequence[tuple[str, str]] = (),
+) -> RecordedBag:
     """Record ``frames`` to the bag folder ``folder``.
 
     storage: ``sqlite3``, ``mcap`` (folder) or ``mcap-file`` (returns the .mcap file as path).
@@ -70,8 +89,11 @@ def write_camera_bag(folder: Path, frames: Sequence[np.ndarray],
     another image topic).
     """
     ts = typestore()
-    stamps = list(stamps_ns) if stamps_ns is not None else [
-        LOG0 - 20_000_000 + i * 100_000_000 for i in range(len(frames))]
+    stamps = (
+        list(stamps_ns)
+        if stamps_ns is not None
+        else [LOG0 - 20_000_000 + i * 100_000_000 for i in range(len(frames))]
+    )
     plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
     msgtype = IMAGE if fmt == "raw" else COMPRESSED
     rec = RecordedBag(folder, topic, msgtype, [], [], [])
@@ -79,8 +101,11 @@ def write_camera_bag(folder: Path, frames: Sequence[np.ndarray],
         conn = w.add_connection(topic, msgtype, typestore=ts)
         for name, ty in extra:
             c = w.add_connection(name, ty, typestore=ts)
-            msg = (ts.types[ty](data="not an image") if ty == "std_msgs/msg/String"
-                   else camera_msg(frames[0], stamps[0], "raw" if ty == IMAGE else "png"))
+            msg = (
+                ts.types[ty](data="not an image")
+                if ty == "std_msgs/msg/String"
+                else camera_msg(frames[0], stamps[0], "raw" if ty == IMAGE else "png")
+            )
             w.write(c, LOG0, ts.serialize_cdr(msg, ty))
         for i, (rgb, stamp) in enumerate(zip(frames, stamps)):
             msg = camera_msg(rgb, stamp, fmt)

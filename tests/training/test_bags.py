@@ -3,6 +3,7 @@ CompressedImage), a result bag out, track resets like the node, and every kind o
 
 The frame-for-frame comparison with the live node is in ``tests/ros/test_bag_vs_node.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ import pytest
 import torch
 
 import vknet_core
-from tests.training.bag_files import (TOPIC, bag_order, read_bag, synthetic_frames,
-                                      write_camera_bag)
+from tests.training.bag_files import TOPIC, bag_order, read_bag, synthetic_frames, write_camera_bag
 from vknet_core.image_encodings import image_to_numpy
 from vknet_core.pipeline import VideoPanopticPipeline
 from vknet_core.sequence_break import SequenceBreaks
@@ -21,8 +21,12 @@ from vknet_training.run_video import main, run_video
 
 N = 4
 HW = (96, 160)
-OUTPUTS = {"panoptic": ("32SC1", np.int32), "instance_ids": ("16UC1", np.uint16),
-           "semantic": ("mono8", np.uint8), "overlay": ("rgb8", np.uint8)}
+OUTPUTS = {
+    "panoptic": ("32SC1", np.int32),
+    "instance_ids": ("16UC1", np.uint16),
+    "semantic": ("mono8", np.uint8),
+    "overlay": ("rgb8", np.uint8),
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +60,31 @@ def check_result_bag(path, rec, ns="/vknet_node", overlay=True):
             enc, dtype = OUTPUTS[name]
             assert (m.encoding, m.height, m.width) == (enc, *HW), name
             assert image_to_numpy(m).dtype == dtype
-    for (_, pan), (_, sem), (_, inst) in zip(*(got[f"{ns}/{n}"] for n in
-                                              ("panoptic", "semantic", "instance_ids"))):
+    for (_, pan), (_, sem), (_, inst) in zip(
+        *(got[f"{ns}/{n}"] for n in ("panoptic", "semantic", "instance_ids"))
+    ):
         np.testing.assert_array_equal(
-            image_to_numpy(pan), image_to_numpy(sem).astype(np.int32) * div
-            + image_to_numpy(inst))
+            image_to_numpy(pan), image_to_numpy(sem).astype(np.int32) * div + image_to_numpy(inst)
+        )
     return got, labels
 
 
-@pytest.mark.parametrize("storage,fmt", [("sqlite3", "raw"), ("mcap-file", "raw"),
-                                         ("sqlite3", "png")])
+@pytest.mark.parametrize(
+    "storage,fmt", [("sqlite3", "raw"), ("mcap-file", "raw"), ("sqlite3", "png")]
+)
 def test_bag_in_result_bag_out(tiny_ckpt, frames, tmp_path, storage, fmt):
     rec = write_camera_bag(tmp_path / "drive", frames, storage=storage, fmt=fmt)
-    s = run_video(tiny_ckpt, rec.path, tmp_path / "out", bag_out=tmp_path / "res",
-                  bag_overlay=True, progress=False)
+    s = run_video(
+        tiny_ckpt,
+        rec.path,
+        tmp_path / "out",
+        bag_out=tmp_path / "res",
+        bag_overlay=True,
+        progress=False,
+    )
     assert s.frames == N and s.bag == tmp_path / "res"
     assert s.bag_messages == 1 + 4 * N
-    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["metadata.yaml",
-                                                                   "res.mcap"]
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["metadata.yaml", "res.mcap"]
     got, labels = check_result_bag(tmp_path / "res", rec)
     assert labels["classes"]["13"] == "car" and labels["ignore_label"] == 255
     # the PNGs hold the same frames
@@ -91,8 +102,18 @@ def test_bag_values_equal_the_pipeline_with_node_resets(tiny_ckpt, tmp_path, cap
     frames = synthetic_frames(3, HW) + synthetic_frames(2, (64, 96), seed=5)
     stamps = [10 * 10**9, 11 * 10**9, 5 * 10**9, 6 * 10**9, 7 * 10**9]
     rec = write_camera_bag(tmp_path / "loop", frames, stamps, storage="mcap")
-    rc = main(["--checkpoint", str(tiny_ckpt), "--input", str(rec.path), "--bag-out",
-               str(tmp_path / "res"), "--namespace", "cam_front/vknet_node"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--input",
+            str(rec.path),
+            "--bag-out",
+            str(tmp_path / "res"),
+            "--namespace",
+            "cam_front/vknet_node",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out.splitlines()[0]
     assert out.startswith(f"5 frames from bag {TOPIC} in ") and "fps), 2 track resets" in out
@@ -107,8 +128,11 @@ def test_bag_values_equal_the_pipeline_with_node_resets(tiny_ckpt, tmp_path, cap
             reasons.append(reason)
             pipe.reset()
         f = pipe.step(rgb)
-        for name, ref in (("panoptic", f.panoptic), ("instance_ids", f.instance_ids),
-                          ("semantic", f.semantic)):
+        for name, ref in (
+            ("panoptic", f.panoptic),
+            ("instance_ids", f.instance_ids),
+            ("semantic", f.semantic),
+        ):
             m = got[f"/cam_front/vknet_node/{name}"][i][1]
             np.testing.assert_array_equal(image_to_numpy(m), ref, err_msg=f"{name} frame {i}")
     assert reasons == ["time jumped back by 6.000 s", "resolution changed from 160x96 to 96x64"]
@@ -125,9 +149,13 @@ def test_camera_encodings_decode_as_in_the_node(frames, tmp_path, encoding):
     rgb = frames[0]
     h, w = rgb.shape[:2]
     grey = (rgb.astype(np.uint16).sum(2) // 3).astype(np.uint8)
-    planes = {"bgr8": rgb[..., ::-1], "rgba8": np.dstack([rgb, np.full((h, w), 7, np.uint8)]),
-              "bgra8": np.dstack([rgb[..., ::-1], np.zeros((h, w), np.uint8)]),
-              "mono8": grey[..., None], "mono16": (grey.astype(">u2") * 257)[..., None]}
+    planes = {
+        "bgr8": rgb[..., ::-1],
+        "rgba8": np.dstack([rgb, np.full((h, w), 7, np.uint8)]),
+        "bgra8": np.dstack([rgb[..., ::-1], np.zeros((h, w), np.uint8)]),
+        "mono8": grey[..., None],
+        "mono16": (grey.astype(">u2") * 257)[..., None],
+    }
     arr = planes[encoding]
     row = arr.reshape(h, -1).view(np.uint8)
     padded = np.concatenate([row, np.full((h, 6), 99, np.uint8)], 1)  # step > width * bpp
@@ -171,9 +199,21 @@ def run_main(args, capsys):
     return rc, lines
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt_yaml", "corrupt_db", "cut_mcap", "no_topic",
-                                  "not_image", "several", "truncated", "bad_encoding",
-                                  "no_metadata"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "corrupt_yaml",
+        "corrupt_db",
+        "cut_mcap",
+        "no_topic",
+        "not_image",
+        "several",
+        "truncated",
+        "bad_encoding",
+        "no_metadata",
+    ],
+)
 def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, capsys, case):
     bag = tmp_path / "drive"
     topic = None
@@ -201,14 +241,19 @@ def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, caps
         topic = "/rosout_text"
         expect = "is std_msgs/msg/String, not sensor_msgs/msg/Image or"
     elif case == "several":
-        write_camera_bag(bag, frames[:1], extra=[("/cam_rear/image/compressed",
-                                                  "sensor_msgs/msg/CompressedImage")])
+        write_camera_bag(
+            bag,
+            frames[:1],
+            extra=[("/cam_rear/image/compressed", "sensor_msgs/msg/CompressedImage")],
+        )
         expect = "2 image topics; choose one with --topic: /cam_front/image_raw \\(Image"
     elif case == "truncated":  # the 3rd message was cut: frames 0-1 run, then the error
         rec = write_camera_bag(tmp_path / "ok", frames[:3])
         write_camera_bag(bag, frames[:3], corrupt={2: rec.raw[2][: len(rec.raw[2]) // 2]})
-        expect = (f"message 2 of {TOPIC} \\(log time .* s\\) in bag .* is truncated or "
-                  "corrupt: cannot read sensor_msgs/msg/Image from")
+        expect = (
+            f"message 2 of {TOPIC} \\(log time .* s\\) in bag .* is truncated or "
+            "corrupt: cannot read sensor_msgs/msg/Image from"
+        )
     elif case == "bad_encoding":
         import tests.training.bag_files as bf
 
@@ -216,15 +261,22 @@ def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, caps
         ts = bf.typestore()
         msg = ts.deserialize_cdr(rec.raw[1], rec.msgtype)
         msg.encoding = "64FC1"
-        write_camera_bag(bag, frames[:2], corrupt={1: bytes(ts.serialize_cdr(msg,
-                                                                            rec.msgtype))})
+        write_camera_bag(bag, frames[:2], corrupt={1: bytes(ts.serialize_cdr(msg, rec.msgtype))})
         expect = "message 1 of .*unsupported image encoding '64FC1'"
     else:
         write_camera_bag(bag, frames[:1])
         (bag / "metadata.yaml").unlink()
         expect = "holds bag storage \\(drive.db3\\) but no metadata.yaml"
-    args = ["--checkpoint", str(tiny_ckpt), "--input", str(bag), "--output",
-            str(tmp_path / "out" / "png"), "--bag-out", str(tmp_path / "res" / "bag")]
+    args = [
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--input",
+        str(bag),
+        "--output",
+        str(tmp_path / "out" / "png"),
+        "--bag-out",
+        str(tmp_path / "res" / "bag"),
+    ]
     rc, lines = run_main(args + (["--topic", topic] if topic else []), capsys)
     assert rc == 2 and len(lines) == 1, lines
     import re
@@ -233,8 +285,7 @@ def test_bad_bags_one_line_and_nothing_written(tiny_ckpt, frames, tmp_path, caps
     assert not (tmp_path / "out").exists() and not (tmp_path / "res").exists()
 
 
-def test_bad_arguments_are_refused_before_anything_is_written(tiny_ckpt, frames, tmp_path,
-                                                             capsys):
+def test_bad_arguments_are_refused_before_anything_is_written(tiny_ckpt, frames, tmp_path, capsys):
     rec = write_camera_bag(tmp_path / "drive", frames[:1])
     (tmp_path / "taken").mkdir()
     video = tmp_path / "in.mp4"
@@ -247,21 +298,33 @@ def test_bad_arguments_are_refused_before_anything_is_written(tiny_ckpt, frames,
         (["--output", str(tmp_path / "o"), "--net-size", "100", "96"], "multiples of 32"),
     ]
     for extra, expect in cases:
-        rc, lines = run_main(["--checkpoint", str(tiny_ckpt), "--input", str(rec.path)]
-                             + extra, capsys)
+        rc, lines = run_main(
+            ["--checkpoint", str(tiny_ckpt), "--input", str(rec.path)] + extra, capsys
+        )
         assert rc == 2 and len(lines) == 1 and expect in lines[0], (extra, lines)
     import cv2
 
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (160, 96))
     w.write(np.zeros((96, 160, 3), np.uint8))
     w.release()
-    for extra, expect in [(["--bag-out", str(tmp_path / "r")], "--bag-out needs a bag"),
-                          (["--output", str(tmp_path / "o"), "--topic", "/x"],
-                           "--topic /x applies to bags only")]:
-        rc, lines = run_main(["--checkpoint", str(tiny_ckpt), "--input", str(video)] + extra,
-                             capsys)
+    for extra, expect in [
+        (["--bag-out", str(tmp_path / "r")], "--bag-out needs a bag"),
+        (["--output", str(tmp_path / "o"), "--topic", "/x"], "--topic /x applies to bags only"),
+    ]:
+        rc, lines = run_main(
+            ["--checkpoint", str(tiny_ckpt), "--input", str(video)] + extra, capsys
+        )
         assert rc == 2 and len(lines) == 1 and expect in lines[0], (extra, lines)
-    rc, lines = run_main(["--checkpoint", str(tmp_path / "none.pt"), "--input", str(rec.path),
-                          "--output", str(tmp_path / "o")], capsys)
+    rc, lines = run_main(
+        [
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--input",
+            str(rec.path),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2 and "checkpoint" in lines[0] and "does not exist" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive", "in.mp4", "taken"]

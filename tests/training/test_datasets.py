@@ -1,4 +1,5 @@
 """Dataset readers (KITTI-STEP, Cityscapes-VPS, VIPSeg), PairDataset and collate_pairs."""
+
 from __future__ import annotations
 
 import json
@@ -70,7 +71,7 @@ def _moving_car_reader(n: int = 5, h: int = 64, w: int = 96, dx: int = 4) -> Mem
     for t in range(n):
         pan = np.zeros((h, w), np.int64)  # road
         pan[:20] = 10 * 1000  # sky
-        pan[30:46, 10 + dx * t:34 + dx * t] = 13 * 1000 + 5
+        pan[30:46, 10 + dx * t : 34 + dx * t] = 13 * 1000 + 5
         pan[22:50, 70:76] = 11 * 1000 + 2
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         frames.append((img, pan))
@@ -162,24 +163,35 @@ def _cityscapes_vps(root: Path) -> None:
             lab = np.zeros((h, w, 3), np.uint8)
             lab[:8] = colours[1]  # road (stuff)
             lab[8:, :10] = colours[2]  # sky (stuff)
-            lab[8:, 10 + fid // 9:16] = colours[3]  # a car track, moves by 1 px
+            lab[8:, 10 + fid // 9 : 16] = colours[3]  # a car track, moves by 1 px
             lab[0:2, 18:] = colours[4]  # crowd persons
             lab[15, 19] = (99, 0, 0)  # a colour not in segments_info -> void
             _write_rgb(root / "val/panoptic_video" / f"{stem}_final_mask.png", lab)
-            _write_rgb(root / "val/img" / f"{stem}_newImg8bit.png",
-                       np.full((h, w, 3), fid, np.uint8))
-            images.append({"id": stem, "file_name": f"{stem}_newImg8bit.png",
-                           "width": w, "height": h})
-            annotations.append({"image_id": stem, "file_name": f"{stem}_final_mask.png",
-                                "segments_info": [
-                                    {"id": ids[1], "category_id": 0, "iscrowd": 0},
-                                    {"id": ids[2], "category_id": 10, "iscrowd": 0},
-                                    {"id": ids[3], "category_id": 13, "iscrowd": 0},
-                                    {"id": ids[4], "category_id": 11, "iscrowd": 1}]})
-    cats = [{"id": i, "name": n, "isthing": int(i >= 11)} for i, n in
-            enumerate([f"c{i}" for i in range(19)])]
+            _write_rgb(
+                root / "val/img" / f"{stem}_newImg8bit.png", np.full((h, w, 3), fid, np.uint8)
+            )
+            images.append(
+                {"id": stem, "file_name": f"{stem}_newImg8bit.png", "width": w, "height": h}
+            )
+            annotations.append(
+                {
+                    "image_id": stem,
+                    "file_name": f"{stem}_final_mask.png",
+                    "segments_info": [
+                        {"id": ids[1], "category_id": 0, "iscrowd": 0},
+                        {"id": ids[2], "category_id": 10, "iscrowd": 0},
+                        {"id": ids[3], "category_id": 13, "iscrowd": 0},
+                        {"id": ids[4], "category_id": 11, "iscrowd": 1},
+                    ],
+                }
+            )
+    cats = [
+        {"id": i, "name": n, "isthing": int(i >= 11)}
+        for i, n in enumerate([f"c{i}" for i in range(19)])
+    ]
     (root / "panoptic_gt_val_city_vps.json").write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": cats}))
+        json.dumps({"images": images, "annotations": annotations, "categories": cats})
+    )
 
 
 def test_cityscapes_vps_reader(tmp_path):
@@ -216,9 +228,13 @@ def test_cityscapes_vps_thing_rule_is_the_json_isthing_flag_in_both_readers(tmp_
     _write_rgb(tmp_path / "val/img" / f"{stem}_newImg8bit.png", np.zeros((h, w, 3), np.uint8))
     cats = [{"id": i, "name": f"c{i}", "isthing": int(i >= 11)} for i in range(19)]
     segs = [{"id": 9, "category_id": 0, "iscrowd": 0}, {"id": 5, "category_id": 12, "iscrowd": 0}]
-    data = {"images": [{"id": stem, "file_name": f"{stem}_newImg8bit.png"}],
-            "annotations": [{"image_id": stem, "file_name": f"{stem}_final_mask.png",
-                             "segments_info": segs}], "categories": cats}
+    data = {
+        "images": [{"id": stem, "file_name": f"{stem}_newImg8bit.png"}],
+        "annotations": [
+            {"image_id": stem, "file_name": f"{stem}_final_mask.png", "segments_info": segs}
+        ],
+        "categories": cats,
+    }
     (tmp_path / "panoptic_gt_val_city_vps.json").write_text(json.dumps(data))
     (tmp_path / "val/panoptic_video/gt.json").write_text(json.dumps(data))
 
@@ -230,8 +246,9 @@ def test_cityscapes_vps_thing_rule_is_the_json_isthing_flag_in_both_readers(tmp_
 
     del data["categories"]  # a prediction json: the given thing classes decide
     (tmp_path / "val/panoptic_video/gt.json").write_text(json.dumps(data))
-    (kitti_things,) = PanopticFolder(tmp_path / "val/panoptic_video", "cityscapes_vps",
-                                     things=(11, 13)).read("0003")
+    (kitti_things,) = PanopticFolder(
+        tmp_path / "val/panoptic_video", "cityscapes_vps", things=(11, 13)
+    ).read("0003")
     assert kitti_things[4, 3] == 12000
     with pytest.raises(PanopticFormatError, match="no 'categories' with 'isthing' flags"):
         PanopticFolder(tmp_path / "val/panoptic_video", "cityscapes_vps")
@@ -290,16 +307,25 @@ def test_build_targets_matches_a_slow_reference():
     assert t["labels"].tolist() == thing_labels + stuff_model
     assert t["is_thing"].tolist() == [True] * len(ids) + [False] * 3
     for k, i in enumerate(ids):
-        ref = F.interpolate(torch.from_numpy(pan == i).float()[None, None], size=(16, 32),
-                            mode="bilinear", align_corners=False)[0, 0]
+        ref = F.interpolate(
+            torch.from_numpy(pan == i).float()[None, None],
+            size=(16, 32),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
         torch.testing.assert_close(t["masks"][k], ref)
     for k, m in enumerate(stuff_model):
         binary = pan // 1000 == CFG.labels.model_to_train_id[m]
-        ref = F.interpolate(torch.from_numpy(binary).float()[None, None], size=(16, 32),
-                            mode="bilinear", align_corners=False)[0, 0]
+        ref = F.interpolate(
+            torch.from_numpy(binary).float()[None, None],
+            size=(16, 32),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
         torch.testing.assert_close(t["masks"][len(ids) + k], ref)
-    sem_ref = np.vectorize(lambda v: 255 if v // 1000 == 255
-                           else CFG.labels.train_to_model_id[v // 1000])(pan[::2, ::2])
+    sem_ref = np.vectorize(
+        lambda v: 255 if v // 1000 == 255 else CFG.labels.train_to_model_id[v // 1000]
+    )(pan[::2, ::2])
     assert np.array_equal(t["sem_seg"].numpy(), sem_ref)
     assert t["sem_seg"].dtype == torch.int64 and t["masks"].dtype == torch.float32
     empty = build_targets(np.full((4, 4), 255000), CFG.labels)
@@ -338,15 +364,16 @@ def test_pair_dataset_item_contract(synthetic):
             n_thing = int(thing.sum())
             assert thing[:n_thing].all() and not thing[n_thing:].any()  # things first
             assert t["sem_seg"].shape == (hp // 2, wp // 2)
-            assert (t["sem_seg"][(h + 1) // 2:] == 255).all()  # padding is ignored
+            assert (t["sem_seg"][(h + 1) // 2 :] == 255).all()  # padding is ignored
         key_ids = set(item["targets_key"]["instance_ids"].tolist()) - {-1}
         ref_ids = set(item["targets_ref"]["instance_ids"].tolist()) - {-1}
         assert key_ids & ref_ids  # a key instance is present in the reference
 
 
 def _centroid(mask: torch.Tensor) -> tuple[float, float]:
-    ys, xs = torch.meshgrid(torch.arange(mask.shape[0]), torch.arange(mask.shape[1]),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(mask.shape[0]), torch.arange(mask.shape[1]), indexing="ij"
+    )
     s = mask.sum()
     return float((ys * mask).sum() / s), float((xs * mask).sum() / s)
 
@@ -364,16 +391,23 @@ def test_pair_augmentation_is_identical_for_both_frames(seed):
         cents = {}
         for name in ("key", "ref"):
             t = item[f"targets_{name}"]
-            cents[name] = {int(pid): _centroid(t["masks"][k])
-                           for k, pid in enumerate(t["instance_ids"].tolist()) if pid > 0}
+            cents[name] = {
+                int(pid): _centroid(t["masks"][k])
+                for k, pid in enumerate(t["instance_ids"].tolist())
+                if pid > 0
+            }
         shift = dx * offset * meta["scale"] / 2 * (-1 if meta["flip"] else 1)
         h2, w2 = (meta["image_size"][0] + 1) // 2, (meta["image_size"][1] + 1) // 2
 
         def whole(name, pid, item=item, h2=h2, w2=w2):  # not touching the crop's border
             t = item[f"targets_{name}"]
             m = t["masks"][t["instance_ids"].tolist().index(pid)]
-            return m[:, 0].sum() == 0 and m[:, w2 - 1].sum() == 0 and m[0].sum() == 0 \
+            return (
+                m[:, 0].sum() == 0
+                and m[:, w2 - 1].sum() == 0
+                and m[0].sum() == 0
                 and m[h2 - 1].sum() == 0
+            )
 
         if 13005 in cents["key"] and 13005 in cents["ref"]:
             (ky, kx), (ry, rx) = cents["key"][13005], cents["ref"][13005]
@@ -405,8 +439,11 @@ def test_pair_dataset_determinism(synthetic):
     same, differ = [], []
     for i in (0, 5, 11):
         x, y, z = a[i], b[i], c[i]
-        same.append(torch.equal(x["image_key"], y["image_key"]) and x["meta"] == y["meta"]
-                    and torch.equal(x["targets_ref"]["masks"], y["targets_ref"]["masks"]))
+        same.append(
+            torch.equal(x["image_key"], y["image_key"])
+            and x["meta"] == y["meta"]
+            and torch.equal(x["targets_ref"]["masks"], y["targets_ref"]["masks"])
+        )
         differ.append(x["meta"] != z["meta"])
     assert all(same) and any(differ)
     first = a[2]["meta"]
@@ -430,13 +467,13 @@ def test_resampling_skips_frames_without_things_or_shared_instances():
     # frame 0 and 2 have no things; frame 1 has car 1 and frame 3 car 2 (never shared)
     # frames 4, 5 share car 1 -> the only usable pairs are 4<->5
     frames = [(img, empty), (img, car1), (img, empty), (img, car2), (img, car1), (img, car1)]
-    ds = PairDataset(MemoryReader({0: frames}), CFG, crop=(32, 32), scale=(1.0, 1.0),
-                     offsets=(-1, 1), seed=0)
+    ds = PairDataset(
+        MemoryReader({0: frames}), CFG, crop=(32, 32), scale=(1.0, 1.0), offsets=(-1, 1), seed=0
+    )
     for i in range(len(ds)):
         meta = ds[i]["meta"]
         assert {meta["key_index"], meta["ref_index"]} == {4, 5}
-    none = PairDataset(MemoryReader({0: [(img, empty)] * 3}), CFG, crop=(32, 32),
-                       max_attempts=10)
+    none = PairDataset(MemoryReader({0: [(img, empty)] * 3}), CFG, crop=(32, 32), max_attempts=10)
     with pytest.raises(RuntimeError, match="no usable key/reference pair after 10 attempts"):
         none[0]
 
@@ -475,8 +512,7 @@ def test_collate_pairs_pads_to_the_largest_item():
 
 def test_pair_dataset_in_a_dataloader_with_the_model_input_contract(synthetic):
     ds = PairDataset(KittiStepVideo(synthetic, "train"), CFG, crop=(96, 192), seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_pairs,
-                                         num_workers=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_pairs, num_workers=0)
     batch = next(iter(loader))
     x = batch["image_key"]
     assert x.dtype == torch.float32 and x.shape[0] == 2 and x.shape[2] % 32 == 0
@@ -494,8 +530,9 @@ def test_image_and_targets_stay_aligned(seed):
     pan = np.zeros((h, w), np.int64)
     pan[20:44, 30:70] = 13001
     img[pan == 13001] = (255, 0, 0)
-    ds = PairDataset(MemoryReader({0: [(img, pan)] * 2}), CFG, crop=(48, 64), scale=(0.7, 1.8),
-                     seed=seed)
+    ds = PairDataset(
+        MemoryReader({0: [(img, pan)] * 2}), CFG, crop=(48, 64), scale=(0.7, 1.8), seed=seed
+    )
     item = ds[0]
     mean = torch.tensor(CFG.pixel_mean).view(3, 1, 1)
     std = torch.tensor(CFG.pixel_std).view(3, 1, 1)
@@ -504,7 +541,7 @@ def test_image_and_targets_stay_aligned(seed):
     t = item["targets_key"]
     car = t["masks"][t["instance_ids"].tolist().index(13001)]  # [Hp/2, Wp/2]
     hh, ww = item["meta"]["image_size"]
-    red2 = red[: hh // 2 * 2: 2, : ww // 2 * 2: 2]  # top-left pixel of each 2x2 block
+    red2 = red[: hh // 2 * 2 : 2, : ww // 2 * 2 : 2]  # top-left pixel of each 2x2 block
     full, empty = car[: hh // 2, : ww // 2] == 1, car[: hh // 2, : ww // 2] == 0
     assert full.any()
     assert red2[full].all()

@@ -279,11 +279,14 @@ def test_model_mode_runs_a_tiny_checkpoint_on_synthetic_kitti_step(tmp_path, cap
     assert "STQ" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("dataset, ks, stride", [
-    ("kitti_step", (0, 1, 2, 3), 1),
-    ("cityscapes_vps", (0, 5, 10, 15), 5),
-    ("vipseg", (0, 1, 3, 5, 7), 1),
-])
+@pytest.mark.parametrize(
+    "dataset, ks, stride",
+    [
+        ("kitti_step", (0, 1, 2, 3), 1),
+        ("cityscapes_vps", (0, 5, 10, 15), 5),
+        ("vipseg", (0, 1, 3, 5, 7), 1),
+    ],
+)
 def test_training_validation_uses_the_datasets_vpq_windows(dataset, ks, stride, monkeypatch):
     """validate.validate_model hands the model's dataset windows to the one evaluate_model."""
     from dataclasses import replace
@@ -292,16 +295,20 @@ def test_training_validation_uses_the_datasets_vpq_windows(dataset, ks, stride, 
     from vknet_core.config import get_preset
     from vknet_training import validate
 
-    preset = {"kitti_step": "kitti_step_r50", "cityscapes_vps": "cityscapes_vps_r50",
-              "vipseg": "vipseg_r50"}[dataset]
+    preset = {
+        "kitti_step": "kitti_step_r50",
+        "cityscapes_vps": "cityscapes_vps_r50",
+        "vipseg": "vipseg_r50",
+    }[dataset]
     model = vknet_core.build_model(replace(get_preset("tiny"), labels=get_preset(preset).labels))
     seen = {}
 
     def spy(frames, pipeline, settings, **kw):
         seen["settings"] = settings
         gts, preds = make_videos(seed=7, S=1, T=2)
-        sequences = [[(np.zeros(g.shape[1:] + (3,), np.uint8), g[t]) for t in range(len(g))]
-                     for g in gts]
+        sequences = [
+            [(np.zeros(g.shape[1:] + (3,), np.uint8), g[t]) for t in range(len(g))] for g in gts
+        ]
         return evaluate_model(sequences, ReplayPipeline(preds, 1000), settings, progress=False)
 
     class Reader:

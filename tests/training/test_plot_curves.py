@@ -1,5 +1,6 @@
 """Training curves: the colours written are the colours named, and the iteration axis holds
 with a single validation point (the PNG is read back and its pixels checked)."""
+
 import json
 
 import cv2
@@ -10,10 +11,13 @@ from vknet_training.plot_curves import COLOURS, PANEL_H, PANEL_W, main, nice_tic
 
 
 def _write(path, steps, val_steps):
-    rows = [{"kind": "train", "step": s, "loss": 5.0 / s, "lr": 1e-4, "loss_rpn_seg": 1.0 / s}
-            for s in steps]
-    rows += [{"kind": "val", "step": s, "STQ": 0.5, "AQ": 0.4, "SQ": 0.7, "VPQ": 0.6}
-             for s in val_steps]
+    rows = [
+        {"kind": "train", "step": s, "loss": 5.0 / s, "lr": 1e-4, "loss_rpn_seg": 1.0 / s}
+        for s in steps
+    ]
+    rows += [
+        {"kind": "val", "step": s, "STQ": 0.5, "AQ": 0.4, "SQ": 0.7, "VPQ": 0.6} for s in val_steps
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

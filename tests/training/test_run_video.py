@@ -1,4 +1,5 @@
 """Offline run: image folders and video files -> KITTI-STEP PNGs + overlay video."""
+
 from __future__ import annotations
 
 import cv2
@@ -66,18 +67,48 @@ def test_video_file_input_and_cli(tiny_ckpt, tmp_path):
         w.write(np.ascontiguousarray(rgb[..., ::-1]))
     w.release()
     out = tmp_path / "out"
-    rc = main(["--checkpoint", str(tiny_ckpt), "--input", str(video), "--output", str(out),
-               "--max-frames", "3", "--sequence", "7", "--net-size", "64", "96"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--input",
+            str(video),
+            "--output",
+            str(out),
+            "--max-frames",
+            "3",
+            "--sequence",
+            "7",
+            "--net-size",
+            "64",
+            "96",
+        ]
+    )
     assert rc == 0
     names = sorted(p.name for p in (out / "panoptic").iterdir())
     assert names == [f"000007_{i:06d}_panoptic.png" for i in range(3)]
     assert read_png(out / "panoptic" / names[0]).shape == (60, 90, 3)
     assert count_video_frames(out / "overlay.mp4") == 3
     # a second run into the same folder replaces the results (no stale PNGs, no staging left)
-    assert main(["--checkpoint", str(tiny_ckpt), "--input", str(video), "--output", str(out),
-                 "--max-frames", "2", "--no-video"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(tiny_ckpt),
+                "--input",
+                str(video),
+                "--output",
+                str(out),
+                "--max-frames",
+                "2",
+                "--no-video",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (out / "panoptic").iterdir()) == [
-        f"000000_{i:06d}_panoptic.png" for i in range(2)]
+        f"000000_{i:06d}_panoptic.png" for i in range(2)
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["panoptic"]  # the old video went too
 
 
@@ -87,9 +118,12 @@ def test_png_encoding_round_trips_through_the_dataset_decoder():
 
     sem = np.array([[0, 11, 255], [13, 13, 2]], np.uint8)
     inst = np.array([[0, 300, 0], [1, 2, 0]], np.uint16)
-    frame = PanopticFrame(segment_map=np.zeros((2, 3), np.int32), semantic=sem,
-                          instance_ids=inst,
-                          panoptic=sem.astype(np.int32) * 1000 + inst)
+    frame = PanopticFrame(
+        segment_map=np.zeros((2, 3), np.int32),
+        semantic=sem,
+        instance_ids=inst,
+        panoptic=sem.astype(np.int32) * 1000 + inst,
+    )
     decoded = decode_kitti_step_png(kitti_step_png(frame))
     expected = np.where(sem == 255, 255000, sem.astype(np.int64) * 1000 + inst)
     np.testing.assert_array_equal(decoded, expected)

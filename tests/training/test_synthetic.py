@@ -1,4 +1,5 @@
 """Synthetic KITTI-STEP video generator: layout, PNG encoding, tracks, determinism, speed."""
+
 from __future__ import annotations
 
 import cv2
@@ -36,8 +37,11 @@ def test_png_encoding_is_kitti_step(data):
     root, paths = data
     raw = cv2.imread(str(paths[5]), cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint8 and raw.shape == (192, 384, 3)
-    r, g, b = (raw[..., 2].astype(np.int64), raw[..., 1].astype(np.int64),
-               raw[..., 0].astype(np.int64))
+    r, g, b = (
+        raw[..., 2].astype(np.int64),
+        raw[..., 1].astype(np.int64),
+        raw[..., 0].astype(np.int64),
+    )
     inst = g * 256 + b
     assert set(np.unique(r)) <= STUFF | THINGS
     assert (inst[np.isin(r, list(STUFF))] == 0).all()  # stuff carries no instance
@@ -96,7 +100,7 @@ def test_objects_occlude_each_other(data):
             pan = reader.read_frame(seq, idx)[1]
             for pid in np.unique(pan[pan % 1000 > 0]):
                 ys, xs = np.nonzero(pan == pid)
-                box = pan[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+                box = pan[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
                 others = box[(box % 1000 > 0) & (box != pid)]
                 found += int(others.size > 20)
     assert found > 0
@@ -115,8 +119,24 @@ def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
 
 
 def test_cli_writes_a_readable_split(tmp_path, capsys):
-    rc = main(["--out", str(tmp_path), "--sequences", "2", "--frames", "3", "--height", "64",
-               "--width", "128", "--seed", "1", "--split", "val"])
+    rc = main(
+        [
+            "--out",
+            str(tmp_path),
+            "--sequences",
+            "2",
+            "--frames",
+            "3",
+            "--height",
+            "64",
+            "--width",
+            "128",
+            "--seed",
+            "1",
+            "--split",
+            "val",
+        ]
+    )
     assert rc == 0
     reader = KittiStepVideo(tmp_path, "val")
     assert reader.sequences() == [0, 1] and reader.num_frames(1) == 3
@@ -132,35 +152,78 @@ def test_bad_arguments():
         main([])  # --out is required
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--frames", "0"], "frames >= 1, got 4 and 0"),
-    (["--height", "16"], "at least 32x32, got 16x128"),
-    (["--split", "../escape"], "split must be a plain folder name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--frames", "0"], "frames >= 1, got 4 and 0"),
+        (["--height", "16"], "at least 32x32, got 16x128"),
+        (["--split", "../escape"], "split must be a plain folder name"),
+    ],
+)
 def test_cli_rejects_bad_arguments_before_writing(tmp_path, capsys, args, message):
     out = tmp_path / "new_root"
-    rc = main(["--out", str(out), "--sequences", "4", "--frames", "2", "--height", "32",
-               "--width", "128", *args])
+    rc = main(
+        [
+            "--out",
+            str(out),
+            "--sequences",
+            "4",
+            "--frames",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "128",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert err[0].startswith("make_synthetic.py: error: ")
     assert not out.exists()
 
 
-def test_existing_split_is_refused_and_a_failed_run_leaves_nothing(tmp_path, capsys,
-                                                                  monkeypatch):
+def test_existing_split_is_refused_and_a_failed_run_leaves_nothing(tmp_path, capsys, monkeypatch):
     val = tmp_path / "video_sequence" / "val"
     make_synthetic(tmp_path, sequences=3, frames=1, height=32, width=64, split="val")
-    rc = main(["--out", str(tmp_path), "--sequences", "1", "--frames", "2", "--height", "32",
-               "--width", "64", "--split", "val"])  # an earlier run is replaced, not mixed
+    rc = main(
+        [
+            "--out",
+            str(tmp_path),
+            "--sequences",
+            "1",
+            "--frames",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "64",
+            "--split",
+            "val",
+        ]
+    )  # an earlier run is replaced, not mixed
     assert rc == 0 and KittiStepVideo(tmp_path, "val").sequences() == [0]
     assert len(list(val.iterdir())) == 4 and list(val.parent.iterdir()) == [val]  # no temp
     (val / "notes.txt").write_text("mine")
     before = sorted(p.name for p in val.iterdir())
-    rc = main(["--out", str(tmp_path), "--frames", "1", "--height", "32", "--width", "64",
-               "--split", "val"])
-    assert rc == 2 and "holds more than synthetic frames (e.g. 'notes.txt')" in \
-        capsys.readouterr().err
+    rc = main(
+        [
+            "--out",
+            str(tmp_path),
+            "--frames",
+            "1",
+            "--height",
+            "32",
+            "--width",
+            "64",
+            "--split",
+            "val",
+        ]
+    )
+    assert (
+        rc == 2
+        and "holds more than synthetic frames (e.g. 'notes.txt')" in capsys.readouterr().err
+    )
     assert sorted(p.name for p in val.iterdir()) == before
 
     import vknet_training.make_synthetic as ms
@@ -175,7 +238,8 @@ def test_existing_split_is_refused_and_a_failed_run_leaves_nothing(tmp_path, cap
 
     monkeypatch.setattr(ms, "_write_png", failing_write)
     out = tmp_path / "fresh"
-    rc = main(["--out", str(out), "--sequences", "2", "--frames", "2", "--height", "32",
-               "--width", "64"])
+    rc = main(
+        ["--out", str(out), "--sequences", "2", "--frames", "2", "--height", "32", "--width", "64"]
+    )
     assert rc == 2 and "could not write" in capsys.readouterr().err
     assert not out.exists()

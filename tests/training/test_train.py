@@ -1,5 +1,6 @@
 """Training CLI: single process vs torchrun (gloo) give the same losses, resume continues the
 same loss curve, a non-finite loss stops training, curves and checkpoints are written."""
+
 import json
 import os
 import shutil
@@ -29,9 +30,23 @@ def data(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    base = dict(preset="tiny", data=data, out=out, iters=2, batch_size=2, crop=(64, 128),
-                scale=(0.75, 1.25), warmup_iters=2, log_every=1, ckpt_every=2, workers=0,
-                threads=1, norm_eval=True, progress=False, seed=3)
+    base = dict(
+        preset="tiny",
+        data=data,
+        out=out,
+        iters=2,
+        batch_size=2,
+        crop=(64, 128),
+        scale=(0.75, 1.25),
+        warmup_iters=2,
+        log_every=1,
+        ckpt_every=2,
+        workers=0,
+        threads=1,
+        norm_eval=True,
+        progress=False,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -53,12 +68,45 @@ def test_single_process_equals_torchrun_gloo(data, tmp_path):
     assert final == single / "model_final.pt" and final.is_file()
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     ddp = tmp_path / "ddp"
-    cmd = [torchrun, "--nproc_per_node=2", "--standalone", str(REPO / "training/train.py"),
-           "--preset", "tiny", "--data", str(data), "--out", str(ddp), "--iters", "2",
-           "--batch-size", "2", "--crop", "64", "128", "--scale", "0.75", "1.25",
-           "--warmup-iters", "2", "--log-every", "1", "--ckpt-every", "2", "--workers", "0",
-           "--threads", "1", "--norm-eval", "on", "--no-progress", "--seed", "3",
-           "--device", "cpu"]
+    cmd = [
+        torchrun,
+        "--nproc_per_node=2",
+        "--standalone",
+        str(REPO / "training/train.py"),
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(ddp),
+        "--iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "64",
+        "128",
+        "--scale",
+        "0.75",
+        "1.25",
+        "--warmup-iters",
+        "2",
+        "--log-every",
+        "1",
+        "--ckpt-every",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--norm-eval",
+        "on",
+        "--no-progress",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     a, b = _losses(single), _losses(ddp)
@@ -96,9 +144,32 @@ def test_non_finite_loss_stops(data, tmp_path):
 
 def test_cli_writes_checkpoint_curves_validation_and_tensorboard(data, tmp_path):
     out = tmp_path / "cli"
-    rc = main(["--preset", "tiny", "--data", str(data), "--out", str(out), "--iters", "2",
-               "--batch-size", "1", "--crop", "64", "128", "--workers", "0", "--threads", "1",
-               "--val-data", str(data), "--log-every", "1", "--no-progress"])
+    rc = main(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--iters",
+            "2",
+            "--batch-size",
+            "1",
+            "--crop",
+            "64",
+            "128",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--val-data",
+            str(data),
+            "--log-every",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     model = vknet_core.load_checkpoint(out / "model_final.pt")
     assert model.cfg.name == "tiny" and not model.training
@@ -111,15 +182,41 @@ def test_cli_writes_checkpoint_curves_validation_and_tensorboard(data, tmp_path)
     cfg = json.loads((out / "train_config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["iters"] == 2
     # the standalone scorer gives the same numbers as the validation inside training
-    assert validate_main(["--checkpoint", str(out / "model_final.pt"), "--data", str(data),
-                          "--json", str(out / "scores.json")]) == 0
+    assert (
+        validate_main(
+            [
+                "--checkpoint",
+                str(out / "model_final.pt"),
+                "--data",
+                str(data),
+                "--json",
+                str(out / "scores.json"),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((out / "scores.json").read_text())
     assert scores["STQ"] == pytest.approx(val[0]["STQ"]) and scores["frames"] == 4
 
 
 def test_arguments_and_schedule():
-    cfg = parse_args(["--preset", "tiny", "--data", "d", "--out", "o", "--crop", "64", "96",
-                      "--iters", "1200", "--norm-eval", "on"])
+    cfg = parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--crop",
+            "64",
+            "96",
+            "--iters",
+            "1200",
+            "--norm-eval",
+            "on",
+        ]
+    )
     assert cfg.crop == (64, 96) and cfg.norm_eval is True and cfg.lr == 1e-4
     assert lr_factor(0, cfg) == pytest.approx(1e-3)
     assert lr_factor(500, cfg) == pytest.approx(1 - 0.999 * 0.5)

@@ -1,4 +1,5 @@
 """Clip-consistent transforms: functional core, random wrappers, one draw for every frame."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,17 @@ import pytest
 import torch
 
 from vknet_training.transforms import (
-    RandomCrop, RandomHFlip, RandomResize, crop_clip, hflip_clip, keep_ratio_scale, normalize,
-    pad_clip, pad_tensor, padded_size, resize_clip,
+    RandomCrop,
+    RandomHFlip,
+    RandomResize,
+    crop_clip,
+    hflip_clip,
+    keep_ratio_scale,
+    normalize,
+    pad_clip,
+    pad_tensor,
+    padded_size,
+    resize_clip,
 )
 
 
@@ -18,7 +28,7 @@ def _clip(t: int = 2, h: int = 20, w: int = 30, seed: int = 0):
     for _ in range(t):
         pan = np.full((h, w), 0, np.int64)  # road
         y, x = rng.integers(0, h - 6), rng.integers(0, w - 8)
-        pan[y:y + 6, x:x + 8] = 13 * 1000 + 7  # one car
+        pan[y : y + 6, x : x + 8] = 13 * 1000 + 7  # one car
         pans.append(pan)
     return images, pans
 
@@ -38,7 +48,7 @@ def test_resize_clip_sizes_and_labels_stay_discrete():
     for p_in, p_out in zip(pans, out_p):
         assert set(np.unique(p_out)) <= set(np.unique(p_in))  # nearest: no blended ids
     # car area scales with scale^2 (within rounding)
-    assert (out_p[0] == 13007).sum() == pytest.approx(48 * 1.7 ** 2, rel=0.25)
+    assert (out_p[0] == 13007).sum() == pytest.approx(48 * 1.7**2, rel=0.25)
     same_i, same_p = resize_clip(images, pans, 1.0)
     assert all(np.array_equal(a, b) for a, b in zip(same_p, pans))
 

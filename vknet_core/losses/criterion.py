@@ -20,6 +20,7 @@ through ``reduce_mean`` so that under DDP they are averaged over ranks (as mmdet
 ``reduce_mean``): the mean over ranks of the per-rank loss then equals the loss of one process
 that sees the whole global batch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -74,8 +75,9 @@ class LossConfig:
 
 def upsample(mask_logits: Tensor, factor: int) -> Tensor:
     """[B, X, h, w] -> [B, X, factor*h, factor*w] bilinear (align_corners=False), float32."""
-    return F.interpolate(mask_logits.float(), scale_factor=factor, mode="bilinear",
-                         align_corners=False)
+    return F.interpolate(
+        mask_logits.float(), scale_factor=factor, mode="bilinear", align_corners=False
+    )
 
 
 def rank_targets(pos_masks: Tensor, kernel_idx: Tensor, ignore: int) -> Tensor:
@@ -101,15 +103,21 @@ def rank_targets(pos_masks: Tensor, kernel_idx: Tensor, ignore: int) -> Tensor:
 class VideoKNetCriterion:
     """Computes the weighted loss dict; see the module docstring."""
 
-    def __init__(self, cfg: VKNetConfig, loss_cfg: LossConfig = LossConfig(),
-                 reduce_mean: Optional[Callable[[Tensor], Tensor]] = None):
+    def __init__(
+        self,
+        cfg: VKNetConfig,
+        loss_cfg: LossConfig = LossConfig(),
+        reduce_mean: Optional[Callable[[Tensor], Tensor]] = None,
+    ):
         self.cfg, self.lc = cfg, loss_cfg
         self.Q = cfg.head.num_thing_kernels
         self.K = cfg.labels.num_classes
         self.num_things = cfg.labels.num_things
         if len(loss_cfg.stage_weights) < cfg.head.num_stages:
-            raise ValueError(f"LossConfig.stage_weights has {len(loss_cfg.stage_weights)} "
-                             f"entries, expected >= num_stages={cfg.head.num_stages}")
+            raise ValueError(
+                f"LossConfig.stage_weights has {len(loss_cfg.stage_weights)} "
+                f"entries, expected >= num_stages={cfg.head.num_stages}"
+            )
         self.matcher = HungarianMatcher(loss_cfg.match_costs)
         self.reduce_mean = reduce_mean or (lambda t: t)
 
@@ -122,7 +130,8 @@ class VideoKNetCriterion:
         if tuple(t["masks"].shape[-2:]) != size or tuple(t["sem_seg"].shape[-2:]) != size:
             raise ValueError(
                 f"{name}: masks {tuple(t['masks'].shape)} and sem_seg "
-                f"{tuple(t['sem_seg'].shape)} must be at stride 2 of the input, i.e. {size}")
+                f"{tuple(t['sem_seg'].shape)} must be at stride 2 of the input, i.e. {size}"
+            )
 
     def label_weights(self, device: torch.device) -> Tensor:
         """[N, K] focal weights (video_knet.md §5.4): thing kernels on the thing columns only,
@@ -133,8 +142,9 @@ class VideoKNetCriterion:
         weights[torch.arange(Q, Q + K - nt), torch.arange(nt, K)] = 1.0
         return weights
 
-    def stage_targets(self, meta: Sequence[dict[str, Tensor]], assign: Sequence[Assignment]
-                      ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    def stage_targets(
+        self, meta: Sequence[dict[str, Tensor]], assign: Sequence[Assignment]
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """Class and mask targets of all N kernels of every image (video_knet.md §5.4), on CPU.
 
         Returns labels [B, N] (K = background), the positives' image indices [p] and kernel
@@ -157,9 +167,12 @@ class VideoKNetCriterion:
 
     # ------------------------------------------------------------------ one frame
 
-    def assign(self, out: TrainOutputs, targets: Sequence[Targets],
-               meta: Optional[Sequence[dict[str, Tensor]]] = None
-               ) -> dict[str, list[Assignment]]:
+    def assign(
+        self,
+        out: TrainOutputs,
+        targets: Sequence[Targets],
+        meta: Optional[Sequence[dict[str, Tensor]]] = None,
+    ) -> dict[str, list[Assignment]]:
         """All Hungarian assignments of one frame (detached predictions, stride 2), CPU indices.
 
         Keys: "rpn" (RPN masks, no class cost; also stage 0's assignment), "s1".."s{S-1}"
@@ -171,25 +184,31 @@ class VideoKNetCriterion:
         gm = [t["masks"][m["thing_rows"].to(t["masks"].device)] for t, m in zip(targets, meta)]
         gl = [m["labels"][m["thing_rows"]] for m in meta]
         with torch.no_grad():
-            result = {"rpn": self.matcher.match_batch(
-                upsample(out.rpn_mask_logits.detach(), f), gm)}
+            result = {
+                "rpn": self.matcher.match_batch(upsample(out.rpn_mask_logits.detach(), f), gm)
+            }
             for s in range(1, S + 1):  # s == S: the final stage (tracking)
                 masks = upsample(out.stage_mask_logits[s - 1][:, :Q].detach(), f)
                 cls = out.stage_cls_logits[s - 1][:, :Q].detach()
                 result["final" if s == S else f"s{s}"] = self.matcher.match_batch(
-                    masks, gm, cls, gl)
+                    masks, gm, cls, gl
+                )
         return result
 
     @staticmethod
     def _meta(t: Targets) -> dict[str, Tensor]:
         """Small per-image label tensors on the CPU (no device sync in the index bookkeeping)."""
         is_thing = t["is_thing"].cpu().bool()
-        return {"labels": t["labels"].cpu().long(), "instance_ids": t["instance_ids"].cpu(),
-                "thing_rows": is_thing.nonzero().squeeze(1),
-                "stuff_rows": (~is_thing).nonzero().squeeze(1)}
+        return {
+            "labels": t["labels"].cpu().long(),
+            "instance_ids": t["instance_ids"].cpu(),
+            "thing_rows": is_thing.nonzero().squeeze(1),
+            "stuff_rows": (~is_thing).nonzero().squeeze(1),
+        }
 
-    def frame_losses(self, out: TrainOutputs, targets: Sequence[Targets], suffix: str = ""
-                     ) -> tuple[dict[str, Tensor], dict[str, list[Assignment]]]:
+    def frame_losses(
+        self, out: TrainOutputs, targets: Sequence[Targets], suffix: str = ""
+    ) -> tuple[dict[str, Tensor], dict[str, list[Assignment]]]:
         """Segmentation losses of one frame (weighted) and its assignments."""
         lc, f = self.lc, self.lc.mask_upsample
         B, _, h, w = out.rpn_mask_logits.shape
@@ -205,11 +224,14 @@ class VideoKNetCriterion:
         S = len(out.stage_mask_logits)
 
         # Stage targets (stage 0 uses the RPN assignment), built on the CPU.
-        stage_t = [self.stage_targets(meta, assigns["rpn"] if s == 0 else assigns[f"s{s}"])
-                   for s in range(S)]
+        stage_t = [
+            self.stage_targets(meta, assigns["rpn"] if s == 0 else assigns[f"s{s}"])
+            for s in range(S)
+        ]
         # Positive counts, averaged over ranks in one call: [rpn, s0, s1, ...].
-        counts = torch.tensor([float(sum(len(a[0]) for a in assigns["rpn"]))]
-                              + [float(len(st[2])) for st in stage_t])
+        counts = torch.tensor(
+            [float(sum(len(a[0]) for a in assigns["rpn"]))] + [float(len(st[2])) for st in stage_t]
+        )
         counts = self.reduce_mean(counts.to(device)).clamp(min=1.0)
 
         def gather_targets(rows: Sequence[Tensor]) -> Tensor:  # -> [p, H2, W2]
@@ -225,11 +247,15 @@ class VideoKNetCriterion:
         pred = rpn[bb.to(device), kk.to(device)].flatten(1)  # [p, H2*W2]
         losses["loss_rpn_mask"] = lc.rpn_mask * mask_bce(pred, gt).sum() / counts[0]
         losses["loss_rpn_dice"] = lc.rpn_dice * dice_loss(pred, gt, lc.dice_eps).sum() / counts[0]
-        rank_t = torch.stack([rank_targets(masks_dev[b][r.to(device)], a[0].to(device),
-                                           lc.ignore_label)
-                              for b, (r, a) in enumerate(zip(thing_rows, assigns["rpn"]))])
-        rank = F.cross_entropy(rpn, rank_t, ignore_index=lc.ignore_label,
-                               reduction="none")  # [B, H2, W2]; ignored pixels count as 0
+        rank_t = torch.stack(
+            [
+                rank_targets(masks_dev[b][r.to(device)], a[0].to(device), lc.ignore_label)
+                for b, (r, a) in enumerate(zip(thing_rows, assigns["rpn"]))
+            ]
+        )
+        rank = F.cross_entropy(
+            rpn, rank_t, ignore_index=lc.ignore_label, reduction="none"
+        )  # [B, H2, W2]; ignored pixels count as 0
         losses["loss_rpn_rank"] = lc.rpn_rank * rank.mean()
         sem = upsample(out.frame.sem_logits, f)  # [B, K, H2, W2]
         sem_t = torch.stack([t["sem_seg"] for t in targets]).to(device).long()
@@ -241,23 +267,30 @@ class VideoKNetCriterion:
         for s in range(S):
             labels, bb, kk, rows = stage_t[s]
             onehot = F.one_hot(labels.to(device), self.K + 1)[..., : self.K].float()  # [B,N,K]
-            focal = (sigmoid_focal_loss(out.stage_cls_logits[s], onehot, lc.focal_alpha,
-                                        lc.focal_gamma) * weights).sum()
+            focal = (
+                sigmoid_focal_loss(out.stage_cls_logits[s], onehot, lc.focal_alpha, lc.focal_gamma)
+                * weights
+            ).sum()
             # upsample only the positives' masks (bilinear resizing is per channel)
             pred = upsample(out.stage_mask_logits[s][bb.to(device), kk.to(device)][None], f)[0]
             pred, gt = pred.flatten(1), gather_targets(rows).flatten(1)  # [p, H2*W2]
             sw = lc.stage_weights[s]
             losses[f"loss_cls_s{s}"] = sw * lc.cls * focal / counts[s + 1]
             losses[f"loss_mask_s{s}"] = sw * lc.mask * mask_bce(pred, gt).sum() / counts[s + 1]
-            losses[f"loss_dice_s{s}"] = (sw * lc.dice * dice_loss(pred, gt, lc.dice_eps).sum()
-                                         / counts[s + 1])
+            losses[f"loss_dice_s{s}"] = (
+                sw * lc.dice * dice_loss(pred, gt, lc.dice_eps).sum() / counts[s + 1]
+            )
         return {k + suffix: v for k, v in losses.items()}, assigns
 
     # ------------------------------------------------------------------ key + reference
 
-    def __call__(self, out_key: TrainOutputs, out_ref: TrainOutputs,
-                 targets_key: Sequence[Targets], targets_ref: Sequence[Targets]
-                 ) -> dict[str, Tensor]:
+    def __call__(
+        self,
+        out_key: TrainOutputs,
+        out_ref: TrainOutputs,
+        targets_key: Sequence[Targets],
+        targets_ref: Sequence[Targets],
+    ) -> dict[str, Tensor]:
         """Weighted losses of a key/reference pair; the total loss is the sum of the values."""
         lc, B = self.lc, len(targets_key)
         losses, a_key = self.frame_losses(out_key, targets_key)
@@ -272,8 +305,13 @@ class VideoKNetCriterion:
             ref_ids = mr["instance_ids"][mr["thing_rows"][rg]]
             lt, la = track_losses(
                 out_key.frame.track_embed[b, kk.to(device)],
-                out_ref.frame.track_embed[b, rk.to(device)], key_ids, ref_ids,
-                lc.track_pos_margin, lc.track_neg_margin, lc.track_neg_pos_ub)
+                out_ref.frame.track_embed[b, rk.to(device)],
+                key_ids,
+                ref_ids,
+                lc.track_pos_margin,
+                lc.track_neg_margin,
+                lc.track_neg_pos_ub,
+            )
             track, aux = track + lt, aux + la
         losses["loss_track"] = lc.track * track / max(B, 1)
         losses["loss_track_aux"] = lc.track_aux * aux / max(B, 1)

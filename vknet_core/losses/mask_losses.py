@@ -10,6 +10,7 @@ Losses (per element / per mask):
 Pairwise costs for the Hungarian matcher ([N] predictions x [M] ground truths -> [N, M]):
     focal_cost, mask_cost, dice_cost
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ FOCAL_GAMMA = 2.0
 DICE_EPS = 1e-3
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = FOCAL_ALPHA,
-                       gamma: float = FOCAL_GAMMA) -> Tensor:
+def sigmoid_focal_loss(
+    logits: Tensor, targets: Tensor, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA
+) -> Tensor:
     """Sigmoid focal loss per element (mmdet ``sigmoid_focal_loss``), no reduction.
 
     logits:  [N, K] float class logits
@@ -39,7 +41,8 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = FOCAL_ALP
 def mask_bce(logits: Tensor, targets: Tensor) -> Tensor:
     """BCE-with-logits against soft targets, mean over pixels: [M, P], [M, P] -> [M]."""
     return F.binary_cross_entropy_with_logits(
-        logits.float(), targets.float(), reduction="none").mean(dim=1)
+        logits.float(), targets.float(), reduction="none"
+    ).mean(dim=1)
 
 
 def dice_loss(logits: Tensor, targets: Tensor, eps: float = DICE_EPS) -> Tensor:
@@ -51,8 +54,13 @@ def dice_loss(logits: Tensor, targets: Tensor, eps: float = DICE_EPS) -> Tensor:
     return 1 - 2 * a / (b + c)
 
 
-def focal_cost(logits: Tensor, labels: Tensor, alpha: float = FOCAL_ALPHA,
-               gamma: float = FOCAL_GAMMA, eps: float = 1e-12) -> Tensor:
+def focal_cost(
+    logits: Tensor,
+    labels: Tensor,
+    alpha: float = FOCAL_ALPHA,
+    gamma: float = FOCAL_GAMMA,
+    eps: float = 1e-12,
+) -> Tensor:
     """mmdet ``FocalLossCost``: [..., N, K] logits, [..., M] labels -> [..., N, M] (unweighted)."""
     p = logits.float().sigmoid()
     neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)  # [..., N, K]
@@ -73,8 +81,9 @@ def mask_cost(logits: Tensor, targets: Tensor, clamp_min: float = 0.01) -> Tenso
     return -(pos + neg) / t.shape[-1]
 
 
-def dice_cost(logits: Tensor, targets: Tensor, eps: float = DICE_EPS,
-              clamp_min: float = 0.001) -> Tensor:
+def dice_cost(
+    logits: Tensor, targets: Tensor, eps: float = DICE_EPS, clamp_min: float = 0.001
+) -> Tensor:
     """K-Net ``DiceCost`` (constant 1 dropped): [..., N, P], [..., M, P] -> [..., N, M].
 
     cost = -2 Σ p·t / (Σ p² + Σ t² + 2·eps) with p = clamp(sigmoid(logit), clamp_min, 1).

@@ -4,6 +4,7 @@ cost = 2 * focal (skipped without class scores, e.g. for the RPN masks) + 1 * ma
 solved per image with scipy's ``linear_sum_assignment`` on the CPU in float32. Q thing kernels,
 M ground-truth thing masks, P pixels (stride 2), K classes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,25 +33,38 @@ class HungarianMatcher:
         self.costs = costs
 
     @torch.no_grad()
-    def cost_matrix(self, mask_logits: Tensor, gt_masks: Tensor,
-                    cls_logits: Optional[Tensor] = None,
-                    gt_labels: Optional[Tensor] = None) -> Tensor:
+    def cost_matrix(
+        self,
+        mask_logits: Tensor,
+        gt_masks: Tensor,
+        cls_logits: Optional[Tensor] = None,
+        gt_labels: Optional[Tensor] = None,
+    ) -> Tensor:
         """One image: mask_logits [Q,H,W], gt_masks [M,H,W] soft, cls_logits [Q,K] or None,
         gt_labels [M] (model labels) -> cost [Q, M] float32."""
-        return self.batched_cost(mask_logits[None].flatten(2), gt_masks[None].flatten(2),
-                                 None if cls_logits is None else cls_logits[None],
-                                 None if gt_labels is None else gt_labels[None])[0]
+        return self.batched_cost(
+            mask_logits[None].flatten(2),
+            gt_masks[None].flatten(2),
+            None if cls_logits is None else cls_logits[None],
+            None if gt_labels is None else gt_labels[None],
+        )[0]
 
     @torch.no_grad()
-    def batched_cost(self, pred: Tensor, gt: Tensor, cls_logits: Optional[Tensor] = None,
-                     gt_labels: Optional[Tensor] = None) -> Tensor:
+    def batched_cost(
+        self,
+        pred: Tensor,
+        gt: Tensor,
+        cls_logits: Optional[Tensor] = None,
+        gt_labels: Optional[Tensor] = None,
+    ) -> Tensor:
         """pred [B,Q,P] logits, gt [B,M,P] soft, cls_logits [B,Q,K] or None, gt_labels [B,M]
         -> cost [B, Q, M] float32."""
         pred, gt = pred.detach().float(), gt.detach().float()
         if pred.shape[-1] != gt.shape[-1]:
             raise ValueError(
                 f"predicted masks {tuple(pred.shape)} and ground truth {tuple(gt.shape)} "
-                "must have the same spatial size")
+                "must have the same spatial size"
+            )
         cost = self.costs.mask * mask_cost(pred, gt) + self.costs.dice * dice_cost(pred, gt)
         if cls_logits is not None and self.costs.cls != 0:
             if gt_labels is None:
@@ -59,19 +73,30 @@ class HungarianMatcher:
         return cost
 
     @torch.no_grad()
-    def __call__(self, mask_logits: Tensor, gt_masks: Tensor,
-                 cls_logits: Optional[Tensor] = None,
-                 gt_labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self,
+        mask_logits: Tensor,
+        gt_masks: Tensor,
+        cls_logits: Optional[Tensor] = None,
+        gt_labels: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Tensor]:
         """One image. Returns (pred_idx [m], gt_idx [m]) int64 on the CPU, m = min(Q, M),
         sorted by pred_idx."""
-        return self.match_batch(mask_logits[None], [gt_masks],
-                                None if cls_logits is None else cls_logits[None],
-                                None if gt_labels is None else [gt_labels])[0]
+        return self.match_batch(
+            mask_logits[None],
+            [gt_masks],
+            None if cls_logits is None else cls_logits[None],
+            None if gt_labels is None else [gt_labels],
+        )[0]
 
     @torch.no_grad()
-    def match_batch(self, mask_logits: Tensor, gt_masks: Sequence[Tensor],
-                    cls_logits: Optional[Tensor] = None,
-                    gt_labels: Optional[Sequence[Tensor]] = None) -> list[tuple[Tensor, Tensor]]:
+    def match_batch(
+        self,
+        mask_logits: Tensor,
+        gt_masks: Sequence[Tensor],
+        cls_logits: Optional[Tensor] = None,
+        gt_labels: Optional[Sequence[Tensor]] = None,
+    ) -> list[tuple[Tensor, Tensor]]:
         """B images at once: one cost computation and one device->host copy for the batch.
 
         mask_logits [B,Q,H,W] or [B,Q,P]; gt_masks: B tensors [M_b,H,W] or [M_b,P];
@@ -91,7 +116,8 @@ class HungarianMatcher:
             if g.shape[1:].numel() != pred.shape[-1]:
                 raise ValueError(
                     f"predicted masks {tuple(mask_logits.shape)} and ground truth "
-                    f"{tuple(g.shape)} must have the same spatial size")
+                    f"{tuple(g.shape)} must have the same spatial size"
+                )
         gt = pred.new_zeros(B, M, pred.shape[-1])  # padded with empty masks
         for b, g in enumerate(gt_masks):
             gt[b, : sizes[b]] = g.to(pred.device).flatten(1)
@@ -112,6 +138,7 @@ class HungarianMatcher:
                 result.append((empty, empty.clone()))
                 continue
             rows, cols = linear_sum_assignment(cost[b, :, :m])
-            result.append((torch.as_tensor(rows, dtype=torch.long),
-                           torch.as_tensor(cols, dtype=torch.long)))
+            result.append(
+                (torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long))
+            )
         return result

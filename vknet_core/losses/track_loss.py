@@ -8,6 +8,7 @@ matched to the same ground-truth instance id.
     l2_aux_loss(cosines [n,m], targets [n,m])          -> scalar  (margins, hard-negative mining)
     track_losses(key_embed, ref_embed, key_ids, ref_ids) -> (loss_track, loss_track_aux)
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,13 @@ def multi_pos_cross_entropy(dots: Tensor, targets: Tensor) -> Tensor:
     return (loss * weight).sum() / weight.sum()
 
 
-def l2_aux_loss(cosines: Tensor, targets: Tensor, pos_margin: float = 0.0,
-                neg_margin: float = 0.1, neg_pos_ub: float = 3.0) -> Tensor:
+def l2_aux_loss(
+    cosines: Tensor,
+    targets: Tensor,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.1,
+    neg_pos_ub: float = 3.0,
+) -> Tensor:
     """QDTrack ``L2Loss`` with hard mining: margins, clamp to [0,1], squared error to 1/0.
 
     If #neg / #pos > neg_pos_ub, only the neg_pos_ub·#pos negatives with the largest error are
@@ -63,13 +69,21 @@ def l2_aux_loss(cosines: Tensor, targets: Tensor, pos_margin: float = 0.0,
     return (err * keep).sum() / keep.sum()
 
 
-def track_losses(key_embed: Tensor, ref_embed: Tensor, key_ids: Tensor, ref_ids: Tensor,
-                 pos_margin: float = 0.0, neg_margin: float = 0.1,
-                 neg_pos_ub: float = 3.0) -> tuple[Tensor, Tensor]:
+def track_losses(
+    key_embed: Tensor,
+    ref_embed: Tensor,
+    key_ids: Tensor,
+    ref_ids: Tensor,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.1,
+    neg_pos_ub: float = 3.0,
+) -> tuple[Tensor, Tensor]:
     """key_embed [n,E], ref_embed [m,E], key_ids [n], ref_ids [m] instance ids ->
     (multi-positive CE on dot products, L2 aux on cosines), both unweighted scalars."""
     targets = (key_ids[:, None] == ref_ids[None, :]).float().to(key_embed.device)  # [n, m]
     dots = key_embed.float() @ ref_embed.float().t()  # raw dot products (softmax_temp=-1)
     cos = F.normalize(key_embed.float(), dim=1) @ F.normalize(ref_embed.float(), dim=1).t()
-    return (multi_pos_cross_entropy(dots, targets),
-            l2_aux_loss(cos, targets, pos_margin, neg_margin, neg_pos_ub))
+    return (
+        multi_pos_cross_entropy(dots, targets),
+        l2_aux_loss(cos, targets, pos_margin, neg_margin, neg_pos_ub),
+    )

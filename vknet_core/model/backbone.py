@@ -1,12 +1,14 @@
 """torchvision backbones returning C2..C5 (strides 4, 8, 16, 32). B batch.
 
 MobileNetV3-small: the small backbone of the ``tiny`` preset. ResNet (18/50/101): mmdet
-"pytorch" style = torchvision's ResNet v1.5; stem + stage 1 frozen and BatchNorm statistics frozen as in the official config (video_knet.md §2.2). Swin (T/B): torchvision's
+"pytorch" style = torchvision's ResNet v1.5; stem + stage 1 frozen and BatchNorm statistics
+frozen as in the official config (video_knet.md §2.2). Swin (T/B): torchvision's
 Swin v1, whose block/merging layout equals the original Swin used by the official Swin configs,
 plus the per-output LayerNorms ``norm0..norm3`` of the detection Swin, and with the official
 shift rule (``OfficialShiftWindowAttention``). Weights load from a local file (torchvision key
 names) -- nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +48,7 @@ class _FrozenBNMixin(nn.Module):
 
     norm_eval: bool = False
 
-    def train(self, mode: bool = True) -> "_FrozenBNMixin":
+    def train(self, mode: bool = True) -> _FrozenBNMixin:
         super().train(mode)
         if mode and self.norm_eval:
             for m in self.modules():
@@ -64,7 +66,10 @@ class ResNetBackbone(_FrozenBNMixin):
         self.out_channels: tuple[int, ...] = RESNETS[name][1]
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4,
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
         )
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -138,9 +143,17 @@ class OfficialShiftWindowAttention(ShiftedWindowAttention):
         shift = self.shift_size[0]
         if shift == 0:
             return shifted_window_attention(
-                x, self.qkv.weight, self.proj.weight, bias, self.window_size, self.num_heads,
-                shift_size=[0, 0], attention_dropout=self.attention_dropout,
-                dropout=self.dropout, qkv_bias=self.qkv.bias, proj_bias=self.proj.bias,
+                x,
+                self.qkv.weight,
+                self.proj.weight,
+                bias,
+                self.window_size,
+                self.num_heads,
+                shift_size=[0, 0],
+                attention_dropout=self.attention_dropout,
+                dropout=self.dropout,
+                qkv_bias=self.qkv.bias,
+                proj_bias=self.proj.bias,
                 training=self.training,
             )
         window = self.window_size[0]
@@ -152,9 +165,18 @@ class OfficialShiftWindowAttention(ShiftedWindowAttention):
         bias = (bias + mask[:, None]).repeat(B, 1, 1, 1)  # [B*nW, heads, N, N], window order
         # On the pre-shifted, padded map torchvision adds nothing: no pad, no shift of its own.
         x = shifted_window_attention(
-            x, self.qkv.weight, self.proj.weight, bias, self.window_size, self.num_heads,
-            shift_size=[0, 0], attention_dropout=self.attention_dropout, dropout=self.dropout,
-            qkv_bias=self.qkv.bias, proj_bias=self.proj.bias, training=self.training,
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            bias,
+            self.window_size,
+            self.num_heads,
+            shift_size=[0, 0],
+            attention_dropout=self.attention_dropout,
+            dropout=self.dropout,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+            training=self.training,
         )
         x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x[:, :H, :W, :].contiguous()
@@ -172,7 +194,9 @@ class SwinBackbone(nn.Module):
         block = partial(SwinTransformerBlock, attn_layer=OfficialShiftWindowAttention)
         net = SWINS[name][0](weights=None, block=block)
         self.out_channels = SWINS[name][1]
-        self.features = net.features  # [patch_embed, stage1, merge, stage2, merge, stage3, merge, stage4]
+        self.features = (
+            net.features
+        )  # [patch_embed, stage1, merge, stage2, merge, stage3, merge, stage4]
         for i, c in enumerate(self.out_channels):
             self.add_module(f"norm{i}", nn.LayerNorm(c))
 
@@ -197,9 +221,8 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     elif cfg.name in MOBILENETS:
         net = MobileNetBackbone(cfg.name, cfg.norm_eval)
     else:
-        raise ValueError(
-            f"unknown backbone {cfg.name!r}; expected one of {sorted(RESNETS) + sorted(SWINS) + sorted(MOBILENETS)}"
-        )
+        known = sorted(RESNETS) + sorted(SWINS) + sorted(MOBILENETS)
+        raise ValueError(f"unknown backbone {cfg.name!r}; expected one of {known}")
     if cfg.pretrained:
         load_pretrained(net, Path(cfg.pretrained))
     return net
@@ -208,7 +231,9 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
 def load_pretrained(net: nn.Module, path: Path) -> None:
     """Load local ImageNet weights with torchvision key names (``fc.*``/``head.*`` ignored)."""
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path} (expected a torchvision .pth)")
+        raise FileNotFoundError(
+            f"backbone weights not found: {path} (expected a torchvision .pth)"
+        )
     sd = torch.load(path, map_location="cpu", weights_only=True)
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "head.", "norm."))}

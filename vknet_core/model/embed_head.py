@@ -3,6 +3,7 @@
 detector part: Linear (no bias) -> LN -> ReLU -> Linear (``embed_fcs``, ``fc_embed``);
 track head (QDTrack ``QuasiDenseMaskEmbedHeadGTMask``, no convs): 2x (Linear + ReLU) -> Linear.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

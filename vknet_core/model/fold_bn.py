@@ -9,6 +9,7 @@ consecutive ``Conv2d, BatchNorm2d`` in an ``nn.Sequential`` (MobileNetV3, ResNet
 sibling attributes ``convN`` / ``bnN`` (ResNet stem and blocks, whose ``forward`` calls
 ``bnN(convN(x))``). The BatchNorm is replaced by ``nn.Identity``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-            and bn.num_features == conv.out_channels)
+    return (
+        type(conv) is nn.Conv2d
+        and type(bn) is nn.BatchNorm2d
+        and bn.track_running_stats
+        and bn.num_features == conv.out_channels
+    )
 
 
 def fold_batchnorm(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, int]:

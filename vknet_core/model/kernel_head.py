@@ -3,6 +3,7 @@
 B batch, C channels, Q thing kernels, K classes (things first), h x w stride-8 map,
 N = Q + K_stuff.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -30,8 +31,9 @@ class KernelHeadOutputs(NamedTuple):
 
 
 class KernelHead(nn.Module):
-    def __init__(self, channels: int, num_thing_kernels: int, num_classes: int, num_things: int,
-                 groups: int):
+    def __init__(
+        self, channels: int, num_thing_kernels: int, num_classes: int, num_things: int, groups: int
+    ):
         super().__init__()
         self.num_things = num_things
         self.loc_conv = ConvGNReLU(channels, channels, 1, groups)
@@ -53,7 +55,7 @@ class KernelHead(nn.Module):
         x_feats = loc_feats + seg_feats  # [B, C, h, w]
         w = self.init_kernels.weight.flatten(1)  # [Q, C]
         thing_kernels = w[None] + hard_mask_sum(thing_masks, x_feats)  # [B, Q, C]
-        stuff_kernels = self.conv_seg.weight.flatten(1)[self.num_things:]  # [K_stuff, C], no bias
+        stuff_kernels = self.conv_seg.weight.flatten(1)[self.num_things :]  # [K_stuff, C], no bias
         kernels = torch.cat((thing_kernels, stuff_kernels[None].expand(B, -1, -1)), dim=1)
-        masks = torch.cat((thing_masks, sem_logits[:, self.num_things:]), dim=1)  # [B, N, h, w]
+        masks = torch.cat((thing_masks, sem_logits[:, self.num_things :]), dim=1)  # [B, N, h, w]
         return KernelHeadOutputs(x_feats, kernels, masks, sem_logits)

@@ -4,6 +4,7 @@ One stage: 1x1 feature transform -> hard-mask sum pooling -> gated KernelUpdator
 -> FFN -> cls / mask heads -> 1x1 dynamic conv (a batched MatMul). The last stage of a
 fusion model first fuses the previous frame's kernels into its input kernels (§4.2).
 """
+
 from __future__ import annotations
 
 import math
@@ -96,8 +97,14 @@ class StageOutputs(NamedTuple):
 
 
 class KernelUpdateStage(nn.Module):
-    def __init__(self, channels: int, num_classes: int, num_heads: int, ffn_channels: int,
-                 fusion: Optional[nn.Module] = None):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        num_heads: int,
+        ffn_channels: int,
+        fusion: Optional[nn.Module] = None,
+    ):
         super().__init__()
         C = channels
         self.feat_transform = nn.Conv2d(C, C, 1)
@@ -116,9 +123,14 @@ class KernelUpdateStage(nn.Module):
                 nn.init.xavier_uniform_(p)
         nn.init.constant_(self.fc_cls.bias, -math.log((1 - 0.01) / 0.01))
 
-    def forward(self, x_feats: Tensor, kernels: Tensor, mask_logits: Tensor,
-                prev_kernels: Optional[Tensor] = None,
-                has_prev: Optional[Tensor] = None) -> StageOutputs:
+    def forward(
+        self,
+        x_feats: Tensor,
+        kernels: Tensor,
+        mask_logits: Tensor,
+        prev_kernels: Optional[Tensor] = None,
+        has_prev: Optional[Tensor] = None,
+    ) -> StageOutputs:
         """x_feats [B,C,h,w], kernels [B,N,C], mask_logits [B,N,h,w] (previous stage's).
 
         ``prev_kernels`` [B,N,C] / ``has_prev`` [B] are used only by the fusion block.

@@ -8,6 +8,7 @@ cross-attention (query = current kernels, key/value = reference kernels) + LN ->
 * fusion (Swin configs): the same block with refresh, applied to the kernels *entering* the last
   stage, so it changes segmentation.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -29,8 +30,9 @@ class KernelLinkBlock(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, kernels: Tensor, ref_kernels: Tensor,
-                group_feats: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, kernels: Tensor, ref_kernels: Tensor, group_feats: Optional[Tensor] = None
+    ) -> Tensor:
         """kernels [B,N,C] (query), ref_kernels [B,N,C] (previous frame), group_feats [B,N,C]
         (current frame's hard-mask sums, used by the refresh) -> linked kernels [B,N,C]."""
         if self.updator is not None:

@@ -2,6 +2,7 @@
 
 B batch, C channels, h x w = H/8 x W/8.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ class FPN(nn.Module):
         """[C2..C5] -> [P2..P5], each [B,C,H/s,W/s]."""
         lats = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
         for i in range(len(lats) - 1, 0, -1):
-            lats[i - 1] = lats[i - 1] + F.interpolate(lats[i], size=lats[i - 1].shape[-2:],
-                                                      mode="nearest")
+            lats[i - 1] = lats[i - 1] + F.interpolate(
+                lats[i], size=lats[i - 1].shape[-2:], mode="nearest"
+            )
         return [conv(x) for conv, x in zip(self.fpn_convs, lats)]
 
 

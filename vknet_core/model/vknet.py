@@ -4,6 +4,7 @@ B batch, N kernels (Q things + stuff), C channels, K classes (things first), E e
 H x W input (multiples of 32), h x w = H/8 x W/8. The graph below is what training runs frame by
 frame, what the PyTorch backend runs and what ONNX/TensorRT export (via ``FrameStep``).
 """
+
 from __future__ import annotations
 
 from typing import Union
@@ -36,9 +37,13 @@ class VideoKNet(nn.Module):
             return KernelLinkBlock(C, hd.num_heads, hd.ffn_channels, refresh)
 
         self.stages = nn.ModuleList(
-            KernelUpdateStage(C, K, hd.num_heads, hd.ffn_channels,
-                              fusion=block(True) if cfg.video.fusion and s == hd.num_stages - 1
-                              else None)
+            KernelUpdateStage(
+                C,
+                K,
+                hd.num_heads,
+                hd.ffn_channels,
+                fusion=block(True) if cfg.video.fusion and s == hd.num_stages - 1 else None,
+            )
             for s in range(hd.num_stages)
         )
         if cfg.video.link_type not in ("ffn", "update"):
@@ -50,8 +55,10 @@ class VideoKNet(nn.Module):
         """Zero state for a first frame: (prev_kernels [B,N,C], has_prev [B] = 0)."""
         p = next(self.parameters())
         N, C = self.cfg.num_kernels, self.cfg.neck.channels
-        return (torch.zeros(batch_size, N, C, device=p.device, dtype=p.dtype),
-                torch.zeros(batch_size, device=p.device, dtype=p.dtype))
+        return (
+            torch.zeros(batch_size, N, C, device=p.device, dtype=p.dtype),
+            torch.zeros(batch_size, device=p.device, dtype=p.dtype),
+        )
 
     def forward(self, image: Tensor, prev_kernels: Tensor, has_prev: Tensor) -> FrameOutputs:
         """image [B,3,H,W] normalised RGB, prev_kernels [B,N,C], has_prev [B] (0/1 float)."""

@@ -5,6 +5,7 @@ A box is the tight box of (segment AND semantic-thing) pixels as (x1, y1, x2, y2
 coordinates; an empty set gives the official placeholder (-1, -1, 10, 10). Boxes only feed the
 tracker's duplicate and backdrop logic.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -13,19 +14,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vknet_core.postprocess.cells import (CellGrid, any_in_cells, cell_bounds,
-                                          exact_cells_any_order, make_grid, paint_cells,
-                                          reach, vector_sigmoid)
+from vknet_core.postprocess.cells import (
+    CellGrid,
+    any_in_cells,
+    cell_bounds,
+    exact_cells_any_order,
+    make_grid,
+    paint_cells,
+    reach,
+    vector_sigmoid,
+)
 from vknet_core.postprocess.panoptic import MergeResult
 from vknet_core.preprocess import Letterbox
 
 EMPTY_BOX: tuple[float, float, float, float] = (-1.0, -1.0, 10.0, 10.0)
 
 
-def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things: int,
-                        letterbox: Optional[Letterbox] = None,
-                        where: Optional[Tensor] = None, cellwise: bool = True,
-                        where_cells: Optional[Tensor] = None) -> Tensor:
+def semantic_thing_mask(
+    sem_logits: Tensor,
+    out_hw: tuple[int, int],
+    num_things: int,
+    letterbox: Optional[Letterbox] = None,
+    where: Optional[Tensor] = None,
+    cellwise: bool = True,
+    where_cells: Optional[Tensor] = None,
+) -> Tensor:
     """[H, W] bool: pixels whose semantic arg-max is a thing class.
 
     sem_logits: Tensor[K, h, w] float. With ``letterbox`` the map goes through the padding crop
@@ -44,8 +57,10 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     grid = semantic_grid(tuple(x.shape[-2:]), letterbox) if cellwise else None
     if grid is not None and tuple(out_hw) == grid.out_hw:
         if where_cells is not None and tuple(where_cells.shape) != grid.cells_hw:
-            raise ValueError(f"where_cells must be [{grid.cells_hw[0]}, {grid.cells_hw[1]}] "
-                             f"(the semantic cell grid), got {tuple(where_cells.shape)}")
+            raise ValueError(
+                f"where_cells must be [{grid.cells_hw[0]}, {grid.cells_hw[1]}] "
+                f"(the semantic cell grid), got {tuple(where_cells.shape)}"
+            )
         if where_cells is None and where is not None:
             where_cells = any_in_cells(where, grid)
         return _thing_mask_cells(x, num_things, grid, where_cells)
@@ -66,20 +81,28 @@ def semantic_thing_mask(sem_logits: Tensor, out_hw: tuple[int, int], num_things:
     return thing.sigmoid() >= stuff.sigmoid()
 
 
-def thing_segment_filter(result: MergeResult, sem_logits: Tensor, num_things: int,
-                         letterbox: Optional[Letterbox], out_hw: tuple[int, int]) -> Tensor:
+def thing_segment_filter(
+    result: MergeResult,
+    sem_logits: Tensor,
+    num_things: int,
+    letterbox: Optional[Letterbox],
+    out_hw: tuple[int, int],
+) -> Tensor:
     """``semantic_thing_mask`` where a merge ``result`` has thing segments ([H, W] bool, False
     in cells without any): the cells come from the cell-wise merge when both grids agree."""
     is_thing = torch.zeros(result.num_segments + 1, dtype=torch.bool, device=sem_logits.device)
     is_thing[result.thing_segments + 1] = True
     held = result.cells_holding(is_thing)
     grid = semantic_grid(tuple(sem_logits.shape[-2:]), letterbox)
-    if held is not None and grid is not None and (held[0].s, held[0].out_hw) \
-            == (grid.s, grid.out_hw):  # the same cells on both grids
-        return semantic_thing_mask(sem_logits, out_hw, num_things, letterbox,
-                                   where_cells=held[1])
-    return semantic_thing_mask(sem_logits, out_hw, num_things, letterbox,
-                               where=result.paint(is_thing))
+    if (
+        held is not None
+        and grid is not None
+        and (held[0].s, held[0].out_hw) == (grid.s, grid.out_hw)
+    ):  # the same cells on both grids
+        return semantic_thing_mask(sem_logits, out_hw, num_things, letterbox, where_cells=held[1])
+    return semantic_thing_mask(
+        sem_logits, out_hw, num_things, letterbox, where=result.paint(is_thing)
+    )
 
 
 def semantic_grid(hw: tuple[int, int], letterbox: Optional[Letterbox]) -> Optional[CellGrid]:
@@ -91,8 +114,9 @@ def semantic_grid(hw: tuple[int, int], letterbox: Optional[Letterbox]) -> Option
     return make_grid((h, w), (letterbox.pad_hw[0] // h,), letterbox.pad_hw, letterbox.orig_hw)
 
 
-def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor],
-                      gap: float = 1e-6) -> Tensor:
+def _thing_mask_cells(
+    x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor], gap: float = 1e-6
+) -> Tensor:
     """``semantic_thing_mask`` per logit cell. x: [K, h, w]. A cell is surely thing when the
     sigmoid of its lowest thing maximum beats that of its highest stuff maximum by ``gap`` (many
     float steps) or saturates to 1; surely not when the reverse holds; else per pixel."""
@@ -121,13 +145,15 @@ def _thing_mask_cells(x: Tensor, T: int, grid: CellGrid, wanted: Optional[Tensor
     s = grid.s
     best = v.new_full((2, ys.numel(), s, s), float("-inf"))  # thing / stuff maxima per cell
     best.view(-1, s, s).scatter_reduce_(
-        0, ((k >= T).long() * ys.numel() + a).view(-1, 1, 1).expand(-1, s, s), v, "amax")
+        0, ((k >= T).long() * ys.numel() + a).view(-1, 1, 1).expand(-1, s, s), v, "amax"
+    )
     blocks = vector_sigmoid(best[0]) >= vector_sigmoid(best[1])  # [A, s, s]
     return paint_cells(thing, ys, xs, blocks, grid)
 
 
-def segment_boxes(segment_map: Tensor, seg_ids: Tensor,
-                  keep_pixels: Optional[Tensor] = None) -> Tensor:
+def segment_boxes(
+    segment_map: Tensor, seg_ids: Tensor, keep_pixels: Optional[Tensor] = None
+) -> Tensor:
     """Tight boxes of segments, vectorised over all pixels at once.
 
     segment_map: Tensor[H, W] int, segment id per pixel (0 = none)

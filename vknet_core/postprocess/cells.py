@@ -22,6 +22,7 @@ camera size at the bottom/right. Two facts make a cell-wise merge exact:
 Shapes: R rows (kernels or channels), C channels per row, [h, w] logit cells, B (row, cell)
 pairs, s = product of the factors, (H, W) the camera size, hc x wc the cells inside the camera.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,8 +79,7 @@ class CellGrid:
         return ys[:, :, None] & xs[:, None, :]
 
 
-def paint_cells(cells: Tensor, ys: Tensor, xs: Tensor, blocks: Tensor, grid: CellGrid
-                ) -> Tensor:
+def paint_cells(cells: Tensor, ys: Tensor, xs: Tensor, blocks: Tensor, grid: CellGrid) -> Tensor:
     """[H, W] camera map: each cell filled with ``cells`` [hc, wc], except cells (ys[a], xs[a])
     which get the per-pixel ``blocks`` [A, s, s]; one pass over the camera frame."""
     hc, wc = grid.cells_hw
@@ -98,8 +98,9 @@ def any_in_cells(mask: Tensor, grid: CellGrid) -> Tensor:
     return buf.view(hc, s, wc, s).any(3).any(1)
 
 
-def make_grid(hw: tuple[int, int], factors: tuple[int, ...], pad_hw: tuple[int, int],
-              out_hw: tuple[int, int]) -> Optional[CellGrid]:
+def make_grid(
+    hw: tuple[int, int], factors: tuple[int, ...], pad_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> Optional[CellGrid]:
     """The grid when ``factors`` (powers of two) scale [h, w] exactly to ``pad_hw`` and the camera
     is a top-left crop of it; None when the cell-wise path does not apply (use the whole map)."""
     h, w = int(hw[0]), int(hw[1])
@@ -130,8 +131,9 @@ def reach(factors: tuple[int, ...]) -> float:
     return 0.5 + 0.5 / f if len(factors) > 1 else 0.5 - 0.5 / f
 
 
-def cell_bounds(x: Tensor, a: float, margin: float = 1e-5, centre_only: bool = False
-                ) -> tuple[Tensor, Tensor]:
+def cell_bounds(
+    x: Tensor, a: float, margin: float = 1e-5, centre_only: bool = False
+) -> tuple[Tensor, Tensor]:
     """[..., h, w] -> (hi, lo) [..., h, w]: bounds of every first-stage value a camera pixel of
     each cell draws on. Along each axis such a value is ``(1 - t) * centre + t * neighbour`` with
     t <= a, at most ``(1 - a) * v + a * max3(v)``; applying that per axis bounds the bilinear
@@ -174,12 +176,18 @@ def vector_sigmoid(x: Tensor) -> Tensor:
     else:
         flat = flat.clone()
     for i in range(0, flat.numel(), _CHUNK):
-        flat[i:i + _CHUNK].sigmoid_()
+        flat[i : i + _CHUNK].sigmoid_()
     return flat[:n].view(x.shape)
 
 
-def exact_cells(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
-                sigmoid_after: Optional[int] = None) -> Tensor:
+def exact_cells(
+    maps: Tensor,
+    rows: Tensor,
+    cy: Tensor,
+    cx: Tensor,
+    grid: CellGrid,
+    sigmoid_after: Optional[int] = None,
+) -> Tensor:
     """Camera-resolution values of ``maps[rows[b]]`` in cell (cy[b], cx[b]), equal bit for bit to
     resampling the whole map.
 
@@ -197,8 +205,14 @@ def exact_cells(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGr
     return out
 
 
-def exact_cells_any_order(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
-                          sigmoid_after: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def exact_cells_any_order(
+    maps: Tensor,
+    rows: Tensor,
+    cy: Tensor,
+    cx: Tensor,
+    grid: CellGrid,
+    sigmoid_after: Optional[int] = None,
+) -> tuple[Tensor, Tensor]:
     """``exact_cells`` without putting the values back in input order: (perm [B], values
     [B, C, s, s]) with values[k] those of pair perm[k] (saves a copy of the values)."""
     h, w = maps.shape[-2:]
@@ -223,8 +237,14 @@ def exact_cells_any_order(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, gr
     return torch.cat(perms), torch.cat(parts)
 
 
-def _edges(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
-           sigmoid_after: Optional[int]) -> Tensor:
+def _edges(
+    maps: Tensor,
+    rows: Tensor,
+    cy: Tensor,
+    cx: Tensor,
+    grid: CellGrid,
+    sigmoid_after: Optional[int],
+) -> Tensor:
     """``exact_cells`` for cells in the first or last column: one image per cell, the logit
     rows y0..y0+2 and enough columns from that border for the wide kernel; the border stays the
     image border, so the resample clamps there as on the whole map. [B, C, s, s]."""
@@ -240,8 +260,15 @@ def _edges(maps: Tensor, rows: Tensor, cy: Tensor, cx: Tensor, grid: CellGrid,
     return out
 
 
-def _edge_group(maps: Tensor, rows: Tensor, y0: Tensor, oy: int, right: bool, grid: CellGrid,
-                sigmoid_after: Optional[int]) -> Tensor:
+def _edge_group(
+    maps: Tensor,
+    rows: Tensor,
+    y0: Tensor,
+    oy: int,
+    right: bool,
+    grid: CellGrid,
+    sigmoid_after: Optional[int],
+) -> Tensor:
     """``_edges`` for cells on one side whose window starts ``oy`` rows above: [n, C, s, s]."""
     C, h, w = maps.shape[1:]
     s, dev = grid.s, maps.device
@@ -249,30 +276,39 @@ def _edge_group(maps: Tensor, rows: Tensor, y0: Tensor, oy: int, right: bool, gr
     wi = min(w, max(3, -(-MIN_OUT_W // f1)))
     xs = torch.arange(w - wi, w, device=dev) if right else torch.arange(wi, device=dev)
     ys = y0[:, None] + torch.arange(3, device=dev)  # [n, 3]
-    flat = (((rows * C)[:, None] + torch.arange(C, device=dev))[:, :, None, None] * h
-            + ys[:, None, :, None]) * w + xs  # [n, C, 3, wi]
+    flat = (
+        ((rows * C)[:, None] + torch.arange(C, device=dev))[:, :, None, None] * h
+        + ys[:, None, :, None]
+    ) * w + xs  # [n, C, 3, wi]
     v = maps.reshape(-1)[flat]
     if f1 != 1:
         v = F.interpolate(v, scale_factor=f1, mode="bilinear", align_corners=False)
     if len(grid.factors) == 1:
         if sigmoid_after == 0:
             v = vector_sigmoid(v)
-        v = v[:, :, oy * s: oy * s + s]
+        v = v[:, :, oy * s : oy * s + s]
     else:
         lo, hi = max(0, oy * f1 - 1), min(3 * f1 - 1, oy * f1 + f1)
         f2 = grid.factors[1]
         wc = min(wi * f1, max(f1 + 2, -(-MIN_OUT_W // f2)))
-        v = v[:, :, lo:hi + 1, -wc:] if right else v[:, :, lo:hi + 1, :wc]
+        v = v[:, :, lo : hi + 1, -wc:] if right else v[:, :, lo : hi + 1, :wc]
         if sigmoid_after == 0:
             v = vector_sigmoid(v.contiguous())
         if f2 != 1:
             v = F.interpolate(v, scale_factor=f2, mode="bilinear", align_corners=False)
-        v = v[:, :, oy * s - lo * f2: oy * s - lo * f2 + s]
+        v = v[:, :, oy * s - lo * f2 : oy * s - lo * f2 + s]
     return v[..., -s:] if right else v[..., :s]
 
 
-def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: CellGrid,
-           sigmoid_after: Optional[int]) -> tuple[Tensor, Tensor]:
+def _strip(
+    maps: Tensor,
+    rows: Tensor,
+    y0: Tensor,
+    cx: Tensor,
+    oy: int,
+    grid: CellGrid,
+    sigmoid_after: Optional[int],
+) -> tuple[Tensor, Tensor]:
     """``exact_cells`` for cells off the left/right border whose window starts ``oy`` rows above
     them. Runs of adjacent cells share one window of logit rows y0..y0+2; their windows lie side
     by side in one [C, 3, width] image. A value only depends on sources strictly inside its own
@@ -300,8 +336,12 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
     col_run, col, off = tiles(length + 2)  # logit columns x_first - 1 .. x_last + 1
     xs = x[first][col_run] - 1 + col  # [width]
     ys = y[first][col_run][None, :] + torch.arange(3, device=dev)[:, None]  # [3, width]
-    flat = ((r[first][col_run] * C)[None, None, :] + torch.arange(C, device=dev)[:, None, None]
-            ) * (h * w) + ys[None] * w + xs  # [C, 3, width] into maps.flatten()
+    flat = (
+        ((r[first][col_run] * C)[None, None, :] + torch.arange(C, device=dev)[:, None, None])
+        * (h * w)
+        + ys[None] * w
+        + xs
+    )  # [C, 3, width] into maps.flatten()
     v = maps.reshape(-1).index_select(0, flat.flatten()).view(1, *flat.shape)
     f1 = grid.factors[0]
     if f1 != 1:
@@ -320,8 +360,7 @@ def _strip(maps: Tensor, rows: Tensor, y0: Tensor, cx: Tensor, oy: int, grid: Ce
             v = vector_sigmoid(v)
         f2 = grid.factors[1]
         if f2 != 1:
-            v = F.interpolate(_widen(v, f2), scale_factor=f2, mode="bilinear",
-                              align_corners=False)
+            v = F.interpolate(_widen(v, f2), scale_factor=f2, mode="bilinear", align_corners=False)
         row0, col0, tile_off = oy * s - lo * f2, f2, off2 * f2
     cols = (tile_off[run] + col0 + pos * s)[:, None] + torch.arange(s, device=dev)  # [B, s]
     block = _take(v, row0, s, cols.flatten())  # [1, C, s, B * s]

@@ -13,6 +13,7 @@ the camera, A cells resolved per pixel. The owner of a camera pixel is the first
 The "original" area (pixels with prob >= mask_thr) is bounded the same way and counted exactly
 only for the rows whose keep decision the bounds leave open (``original``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,8 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from vknet_core.postprocess.cells import (CellGrid, cell_bounds, exact_cells,
-                                          exact_cells_any_order, paint_cells, reach)
+from vknet_core.postprocess.cells import (
+    CellGrid,
+    cell_bounds,
+    exact_cells,
+    exact_cells_any_order,
+    paint_cells,
+    reach,
+)
 
 
 @dataclass
@@ -42,8 +49,13 @@ class CellOwners:
 
     def paint(self, lut: Tensor) -> Tensor:
         """[H, W] ``lut[owner]`` for a per-row lookup table lut [R] (e.g. int32 segment ids)."""
-        return paint_cells(lut[self.cell_owner.clamp(min=0)], self.amb_y, self.amb_x,
-                           lut[self.amb_owner], self.grid)
+        return paint_cells(
+            lut[self.cell_owner.clamp(min=0)],
+            self.amb_y,
+            self.amb_x,
+            lut[self.amb_owner],
+            self.grid,
+        )
 
     def original(self, logits: Tensor, mask_thr: float, rows: Tensor) -> Tensor:
         """[R] int64 exact count of pixels with prob >= mask_thr for the rows selected by ``rows``
@@ -69,8 +81,9 @@ class CellOwners:
         return self._bounds[mask_thr]
 
 
-def resolve_owners(logits: Tensor, scores: Tensor, grid: CellGrid,
-                   margin: float = 1e-5) -> CellOwners:
+def resolve_owners(
+    logits: Tensor, scores: Tensor, grid: CellGrid, margin: float = 1e-5
+) -> CellOwners:
     """Owners for rows ``logits`` [R, h, w] with ``scores`` [R]; see the module docstring."""
     R = logits.shape[0]
     hc, wc = grid.cells_hw
@@ -88,8 +101,9 @@ def resolve_owners(logits: Tensor, scores: Tensor, grid: CellGrid,
     amb_y, amb_x = torch.nonzero(ambiguous, as_tuple=True)  # [A]
     a_idx, r = torch.nonzero(cand[:, amb_y, amb_x].t(), as_tuple=True)  # [B] sorted by cell, row
     A = amb_y.numel()
-    perm, p = exact_cells_any_order(logits[:, None], r, amb_y[a_idx], amb_x[a_idx], grid,
-                                    sigmoid_after=0)
+    perm, p = exact_cells_any_order(
+        logits[:, None], r, amb_y[a_idx], amb_x[a_idx], grid, sigmoid_after=0
+    )
     a_idx, r = a_idx[perm], r[perm]
     val = p[:, 0] * scores[r].view(-1, 1, 1)  # [B, s, s], as the whole-map ``prob * score``
     idx = a_idx.view(-1, 1, 1).expand(-1, s, s)

@@ -11,6 +11,7 @@ Rules kept exactly (parity/README "Official behaviours"): the keep test is ``not
 as a float64 division; things under ``instance_score_thr`` and dropped candidates leave their
 owned pixels at 0; candidates are visited in descending score over things and stuff together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -111,12 +112,14 @@ def upsample_logits(mask_logits: Tensor, factor: int) -> Tensor:
     """[N, h, w] -> [N, h*f, w*f], bilinear (``align_corners=False``), the official x4 step."""
     if factor == 1:
         return mask_logits
-    return F.interpolate(mask_logits[None], scale_factor=factor, mode="bilinear",
-                         align_corners=False)[0]
+    return F.interpolate(
+        mask_logits[None], scale_factor=factor, mode="bilinear", align_corners=False
+    )[0]
 
 
-def merge_candidates(cls_prob: Tensor, num_thing_kernels: int, num_things: int,
-                     max_per_img: int) -> tuple[Tensor, Tensor, Tensor, int]:
+def merge_candidates(
+    cls_prob: Tensor, num_thing_kernels: int, num_things: int, max_per_img: int
+) -> tuple[Tensor, Tensor, Tensor, int]:
     """Official candidate list: thing top-k over (kernel, class) pairs, then stuff by score.
 
     cls_prob: [N, K] sigmoid probabilities. Returns (scores [M] f32, labels [M] i64,
@@ -133,9 +136,15 @@ def merge_candidates(cls_prob: Tensor, num_thing_kernels: int, num_things: int,
     return scores, labels, kernels, int(thing_scores.numel())
 
 
-def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Letterbox],
-                   num_thing_kernels: int, num_things: int, cfg: MergeConfig = MergeConfig(),
-                   upsample: int = 1) -> MergeResult:
+def panoptic_merge(
+    cls_prob: Tensor,
+    mask_logits: Tensor,
+    letterbox: Optional[Letterbox],
+    num_thing_kernels: int,
+    num_things: int,
+    cfg: MergeConfig = MergeConfig(),
+    upsample: int = 1,
+) -> MergeResult:
     """Joint thing/stuff merge at camera resolution.
 
     cls_prob:    Tensor[N, K] float, sigmoid class probabilities (model label order)
@@ -147,10 +156,13 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     if mask_logits.dim() != 3 or mask_logits.shape[0] != N:
         raise ValueError(f"mask_logits must be [N={N}, h, w], got {tuple(mask_logits.shape)}")
     if not 0 < num_things <= K or num_thing_kernels + K - num_things != N:
-        raise ValueError(f"cls_prob {tuple(cls_prob.shape)} does not fit {num_thing_kernels} "
-                         f"thing kernels and {num_things} thing classes")
-    scores, labels, kernels, P = merge_candidates(cls_prob.float(), num_thing_kernels,
-                                                  num_things, cfg.max_per_img)
+        raise ValueError(
+            f"cls_prob {tuple(cls_prob.shape)} does not fit {num_thing_kernels} "
+            f"thing kernels and {num_things} thing classes"
+        )
+    scores, labels, kernels, P = merge_candidates(
+        cls_prob.float(), num_thing_kernels, num_things, cfg.max_per_img
+    )
     M = scores.numel()
     # A kernel listed twice (two thing classes) has one prob map; its lower-scored (= later)
     # candidate never beats its first one, so only first occurrences enter the arg-max. The
@@ -166,8 +178,9 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
         live = (row_owned > 0) & ~(is_thing[first] & (scores[first] < cfg.instance_score_thr))
         row_original = _original_for_keep(owners, rows, row_owned, live, cfg)
     else:
-        row_owner, row_original = _owner_map(rows, scores[first], letterbox, upsample,
-                                             cfg.mask_thr, cfg.chunk)
+        row_owner, row_original = _owner_map(
+            rows, scores[first], letterbox, upsample, cfg.mask_thr, cfg.chunk
+        )
         row_owned = torch.bincount(row_owner.flatten(), minlength=first.numel())
     owned = torch.zeros(M, dtype=torch.long, device=scores.device)
     owned[first] = row_owned
@@ -175,18 +188,29 @@ def panoptic_merge(cls_prob: Tensor, mask_logits: Tensor, letterbox: Optional[Le
     kernel_original[kernels[first]] = row_original
     original = kernel_original[kernels]  # [M]
     ratio = owned.double() / original.clamp(min=1).double()  # python float division semantics
-    keep = (~(is_thing & (scores < cfg.instance_score_thr)) & (owned > 0) & (original > 0)
-            & ~(ratio < cfg.overlap_thr))
+    keep = (
+        ~(is_thing & (scores < cfg.instance_score_thr))
+        & (owned > 0)
+        & (original > 0)
+        & ~(ratio < cfg.overlap_thr)
+    )
     order = torch.sort(-scores, stable=True).indices  # visit order (descending score)
     kept = order[keep[order]]  # [S] candidates in segment order
     lut = torch.zeros(M, dtype=torch.int32, device=scores.device)
     lut[kept] = torch.arange(1, kept.numel() + 1, dtype=torch.int32, device=scores.device)
     row_segment = lut[first]  # [R]
     segment_map = owners.paint(row_segment) if grid is not None else row_segment[row_owner]
-    return MergeResult(segment_map=segment_map, is_thing=is_thing[kept], labels=labels[kept],
-                       scores=scores[kept], kernels=kernels[kept], ranks=kept,
-                       areas=owned[kept], owners=owners if grid is not None else None,
-                       row_segment=row_segment)
+    return MergeResult(
+        segment_map=segment_map,
+        is_thing=is_thing[kept],
+        labels=labels[kept],
+        scores=scores[kept],
+        kernels=kernels[kept],
+        ranks=kept,
+        areas=owned[kept],
+        owners=owners if grid is not None else None,
+        row_segment=row_segment,
+    )
 
 
 def _first_occurrence(kernels: Tensor) -> Tensor:
@@ -197,14 +221,16 @@ def _first_occurrence(kernels: Tensor) -> Tensor:
     return pos[pos < M].sort().values
 
 
-def _cell_grid(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: int
-               ) -> Optional[CellGrid]:
+def _cell_grid(
+    hw: torch.Size, letterbox: Optional[Letterbox], upsample: int
+) -> Optional[CellGrid]:
     """The cell grid when camera pixels are (logits x upsample x k) cropped at the top-left with
     power-of-two factors (the usual letterbox without a resize); None: whole-map path."""
     h, w = int(hw[0]), int(hw[1])
     if letterbox is None:
-        return make_grid((h, w), (upsample,), (h * upsample, w * upsample),
-                         (h * upsample, w * upsample))
+        return make_grid(
+            (h, w), (upsample,), (h * upsample, w * upsample), (h * upsample, w * upsample)
+        )
     ph, pw = letterbox.pad_hw
     if letterbox.resized_hw != letterbox.orig_hw or ph % (h * upsample):
         return None
@@ -212,8 +238,9 @@ def _cell_grid(hw: "torch.Size", letterbox: Optional[Letterbox], upsample: int
     return make_grid((h, w), (upsample, k), (ph, pw), letterbox.orig_hw)
 
 
-def _original_for_keep(owners: CellOwners, rows: Tensor, owned: Tensor, live: Tensor,
-                       cfg: MergeConfig) -> Tensor:
+def _original_for_keep(
+    owners: CellOwners, rows: Tensor, owned: Tensor, live: Tensor, cfg: MergeConfig
+) -> Tensor:
     """[R] int64 original areas that give every ``live`` row the keep decision of its exact area:
     the exact area where the bounds leave the decision open, else a bound on the same side
     (``owned / original`` only falls as ``original`` grows)."""
@@ -228,8 +255,14 @@ def _original_for_keep(owners: CellOwners, rows: Tensor, owned: Tensor, live: Te
     return out
 
 
-def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], upsample: int,
-               mask_thr: float, chunk: int) -> tuple[Tensor, Tensor]:
+def _owner_map(
+    logits: Tensor,
+    scores: Tensor,
+    letterbox: Optional[Letterbox],
+    upsample: int,
+    mask_thr: float,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
     """Streaming arg-max of ``scores[r] * rescaled_prob[r]`` over rows, ``chunk`` rows at a time.
 
     logits: [R, h, w]; scores: [R]. Returns (owner [H, W] int64 row index, first maximum wins;
@@ -239,13 +272,13 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
     best_idx: Optional[Tensor] = None
     original = []
     for r0 in range(0, logits.shape[0], max(1, chunk)):
-        probs = upsample_logits(logits[r0:r0 + chunk], upsample).sigmoid()  # [r, h', w']
+        probs = upsample_logits(logits[r0 : r0 + chunk], upsample).sigmoid()  # [r, h', w']
         if letterbox is not None:
             probs = letterbox.to_original(probs).contiguous()  # [r, H, W]
         # count in uint8 -> int32 (exact up to 2^31 pixels): several times faster than bool sums
         hits = (probs >= mask_thr).view(probs.shape[0], -1).to(torch.uint8)
         original.append(hits.sum(1, dtype=torch.int32).long())
-        probs.mul_(scores[r0:r0 + chunk].view(-1, 1, 1))
+        probs.mul_(scores[r0 : r0 + chunk].view(-1, 1, 1))
         val, idx = probs.max(0)  # first maximum within the chunk
         if best_val is None:
             best_val, best_idx = val, idx
@@ -257,10 +290,12 @@ def _owner_map(logits: Tensor, scores: Tensor, letterbox: Optional[Letterbox], u
     return best_idx, torch.cat(original)
 
 
-
-
-def semantic_lut(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
-                 void_label: int = 255, void_as_road: bool = False) -> Tensor:
+def semantic_lut(
+    result: MergeResult,
+    model_to_train_id: tuple[int, ...] | Tensor,
+    void_label: int = 255,
+    void_as_road: bool = False,
+) -> Tensor:
     """[S + 1] int64 dataset train id per segment id (index 0: void, given ``void_label``, or 0 =
     road, the official export, with ``void_as_road``); ``lut[segment_map]`` is the semantic map."""
     dev = result.labels.device
@@ -269,8 +304,12 @@ def semantic_lut(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tens
     return torch.cat([void, m2t[result.labels]])
 
 
-def semantic_map(result: MergeResult, model_to_train_id: "tuple[int, ...] | Tensor",
-                 void_label: int = 255, void_as_road: bool = False) -> Tensor:
+def semantic_map(
+    result: MergeResult,
+    model_to_train_id: tuple[int, ...] | Tensor,
+    void_label: int = 255,
+    void_as_road: bool = False,
+) -> Tensor:
     """[H, W] int64 dataset train ids; void pixels get ``void_label`` (or 0 = road, the
     official export, with ``void_as_road``)."""
     lut = semantic_lut(result, model_to_train_id, void_label, void_as_road)

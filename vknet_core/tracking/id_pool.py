@@ -19,9 +19,10 @@ Policy (FIFO free list, a ring buffer of ``size`` int32):
 
 ``reset()`` (a new sequence) makes every id free again, in increasing order.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -59,9 +60,11 @@ class IdPool:
         if k < 0:
             raise ValueError(f"cannot acquire {k} ids")
         if k > self.free:
-            raise IdPoolExhausted(f"{k} new track ids requested but only {self.free} of "
-                                  f"{self.size} are free (ids {self.first}..."
-                                  f"{self.first + self.size - 1} held by live tracks)")
+            raise IdPoolExhausted(
+                f"{k} new track ids requested but only {self.free} of "
+                f"{self.size} are free (ids {self.first}..."
+                f"{self.first + self.size - 1} held by live tracks)"
+            )
         idx = (self._head + np.arange(k)) % self.size
         ids = self._ring[idx].copy()
         self._head = (self._head + k) % self.size
@@ -78,8 +81,10 @@ class IdPool:
         off = arr - self.first
         bad = (off < 0) | (off >= self.size)
         if bad.any() or not self._held[off].all() or np.unique(off).size != off.size:
-            raise ValueError(f"release of ids {arr.tolist()} that are not all held (pool "
-                             f"{self.first}..{self.first + self.size - 1})")
+            raise ValueError(
+                f"release of ids {arr.tolist()} that are not all held (pool "
+                f"{self.first}..{self.first + self.size - 1})"
+            )
         tail = (self._head + self.free + np.arange(arr.size)) % self.size
         self._ring[tail] = arr
         self.free += arr.size

@@ -13,6 +13,7 @@ order, which shifts ids onto the wrong masks after a dropped duplicate (video_kn
 item 12);
 ``TrackResult.track_ids(official_paint_order=True)`` reproduces that for parity only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,13 +45,16 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         if self.match_metric not in MATCH_METRICS:
-            raise ValueError(f"match_metric must be one of {MATCH_METRICS}, "
-                             f"got {self.match_metric!r}")
+            raise ValueError(
+                f"match_metric must be one of {MATCH_METRICS}, got {self.match_metric!r}"
+            )
         if not 0.0 <= self.memo_momentum <= 1.0:
             raise ValueError(f"memo_momentum must be in [0, 1], got {self.memo_momentum}")
         if self.memo_tracklet_frames < 0 or self.memo_backdrop_frames < 0:
-            raise ValueError("memo_tracklet_frames and memo_backdrop_frames must be >= 0, got "
-                             f"{self.memo_tracklet_frames}, {self.memo_backdrop_frames}")
+            raise ValueError(
+                "memo_tracklet_frames and memo_backdrop_frames must be >= 0, got "
+                f"{self.memo_tracklet_frames}, {self.memo_backdrop_frames}"
+            )
 
 
 @dataclass
@@ -160,16 +164,21 @@ class QuasiDenseTracker:
     def _scores(self, embeds: np.ndarray, memo_embeds: np.ndarray) -> np.ndarray:
         if self.cfg.match_metric == "cosine":
             a = embeds / np.maximum(np.linalg.norm(embeds, axis=1, keepdims=True), 1e-12)
-            b = memo_embeds / np.maximum(np.linalg.norm(memo_embeds, axis=1, keepdims=True),
-                                         1e-12)
+            b = memo_embeds / np.maximum(np.linalg.norm(memo_embeds, axis=1, keepdims=True), 1e-12)
             return _mm(a, b)
         feats = _mm(embeds, memo_embeds)  # [n, M] raw dot products
         if self.cfg.match_metric == "softmax":
             return _softmax(feats, 1)
         return (_softmax(feats, 1) + _softmax(feats, 0)) / np.float32(2)  # bi-softmax
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-               embeds: np.ndarray, frame_id: Optional[int] = None) -> TrackResult:
+    def update(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        embeds: np.ndarray,
+        frame_id: Optional[int] = None,
+    ) -> TrackResult:
         """Associate one frame's detections.
 
         boxes:  [n, 4] float (x1, y1, x2, y2); scores: [n] float; labels: [n] int (class);
@@ -187,11 +196,17 @@ class QuasiDenseTracker:
         n = boxes.shape[0]
         if n == 0 and embeds.size == 0:
             embeds = embeds.reshape(0, 0)
-        if scores.shape[0] != n or labels.shape[0] != n or embeds.ndim != 2 \
-                or embeds.shape[0] != n:
-            raise ValueError(f"tracker inputs disagree: boxes {boxes.shape}, scores "
-                             f"{scores.shape}, labels {labels.shape}, embeds {embeds.shape}; "
-                             "expected [n,4], [n], [n], [n,E]")
+        if (
+            scores.shape[0] != n
+            or labels.shape[0] != n
+            or embeds.ndim != 2
+            or embeds.shape[0] != n
+        ):
+            raise ValueError(
+                f"tracker inputs disagree: boxes {boxes.shape}, scores "
+                f"{scores.shape}, labels {labels.shape}, embeds {embeds.shape}; "
+                "expected [n,4], [n], [n], [n,E]"
+            )
         frame_id = self._next_frame if frame_id is None else int(frame_id)
         self._next_frame = frame_id + 1
         empty = np.zeros(0, np.int64)
@@ -203,8 +218,9 @@ class QuasiDenseTracker:
         order = np.argsort(-scores, kind="stable")
         b, s = boxes[order], scores[order]
         obj_thr = np.float32(cfg.obj_score_thr)
-        thr = np.where(s < obj_thr, np.float32(cfg.nms_backdrop_iou_thr),
-                       np.float32(cfg.nms_class_iou_thr)).astype(np.float32)  # [n]
+        thr = np.where(
+            s < obj_thr, np.float32(cfg.nms_backdrop_iou_thr), np.float32(cfg.nms_class_iou_thr)
+        ).astype(np.float32)  # [n]
         valid = ~np.tril(box_iou(b, b) > thr[:, None], k=-1).any(1)
         src = order[valid]
         b, s, lab, emb = boxes[src], scores[src], labels[src], embeds[src]
@@ -226,11 +242,21 @@ class QuasiDenseTracker:
         self._update_memo(ids, b, emb, lab, frame_id)
         per_row = np.full(n, -1, np.int64)
         per_row[src] = ids
-        return TrackResult(ids=per_row, kept=valid[np.argsort(order, kind="stable")],
-                           out_src=src.astype(np.int64), out_ids=ids.copy())
+        return TrackResult(
+            ids=per_row,
+            kept=valid[np.argsort(order, kind="stable")],
+            out_src=src.astype(np.int64),
+            out_ids=ids.copy(),
+        )
 
-    def _update_memo(self, ids: np.ndarray, boxes: np.ndarray, embeds: np.ndarray,
-                     labels: np.ndarray, frame_id: int) -> None:
+    def _update_memo(
+        self,
+        ids: np.ndarray,
+        boxes: np.ndarray,
+        embeds: np.ndarray,
+        labels: np.ndarray,
+        frame_id: int,
+    ) -> None:
         cfg = self.cfg
         mom = np.float32(cfg.memo_momentum)
         hit = np.nonzero(ids > -1)[0]  # detections with a track id (distinct ids)
@@ -241,8 +267,9 @@ class QuasiDenseTracker:
             pos = _positions(self._ids, tids)  # [k] memo position, -1 for a new track
             old = pos >= 0
             p, h = pos[old], hit[old]
-            self._embeds[p] = (np.float32(1 - cfg.memo_momentum) * self._embeds[p]
-                               + mom * embeds[h]).astype(np.float32)
+            self._embeds[p] = (
+                np.float32(1 - cfg.memo_momentum) * self._embeds[p] + mom * embeds[h]
+            ).astype(np.float32)
             self._labels[p] = labels[h]
             self._last[p] = frame_id
             h = hit[~old]  # new tracks join at the end, in detection order
@@ -267,8 +294,10 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     process controls (NumPy's BLAS pool spins on busy cores: 40 ms instead of 0.05 ms)."""
     import torch
 
-    return (torch.from_numpy(np.ascontiguousarray(a, np.float32))
-            @ torch.from_numpy(np.ascontiguousarray(b, np.float32)).T).numpy()
+    return (
+        torch.from_numpy(np.ascontiguousarray(a, np.float32))
+        @ torch.from_numpy(np.ascontiguousarray(b, np.float32)).T
+    ).numpy()
 
 
 def _positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -281,8 +310,9 @@ def _positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.where(keys[pos] == query, pos, -1)
 
 
-def _greedy_match(sc: np.ndarray, memo_ids: np.ndarray, s: np.ndarray,
-                  cfg: TrackerConfig) -> np.ndarray:
+def _greedy_match(
+    sc: np.ndarray, memo_ids: np.ndarray, s: np.ndarray, cfg: TrackerConfig
+) -> np.ndarray:
     """[m] raw ids of the official row-by-row matching, vectorised.
 
     Officially each detection i (descending score) takes the arg-max memo entry j of its row;
@@ -313,7 +343,7 @@ def _greedy_match(sc: np.ndarray, memo_ids: np.ndarray, s: np.ndarray,
         first_taker[cols] = np.nonzero(take)[0][first]
         redo = np.nonzero(first_taker[j] < np.arange(j.size))[0]
         q = int(redo[0]) if redo.size else j.size  # rows i .. i + q - 1 are final
-        out = ids[i:i + q]
+        out = ids[i : i + q]
         out[take[:q]] = tid[:q][take[:q]]
         out[match[:q] & ~take[:q] & (conf[:q] > conf_thr)] = -2
         taken[j[:q][take[:q]]] = True

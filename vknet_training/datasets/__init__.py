@@ -3,6 +3,7 @@
 Readers return frames as ``(rgb uint8 [H, W, 3], panoptic int64 [H, W])`` with
 ``panoptic = semantic_train_id * 1000 + instance`` (void 255000); see ``base.py``.
 """
+
 from pathlib import Path
 
 from vknet_training.datasets.base import DatasetFormatError, VideoReader
@@ -26,6 +27,14 @@ def build_reader(dataset: str, root: str | Path, split: str) -> VideoReader:
 
 
 __all__ = [
-    "CityscapesVPSVideo", "DatasetFormatError", "KittiStepVideo", "PairDataset", "READERS",
-    "VIPSegVideo", "VideoReader", "build_reader", "build_targets", "collate_pairs",
+    "CityscapesVPSVideo",
+    "DatasetFormatError",
+    "KittiStepVideo",
+    "PairDataset",
+    "READERS",
+    "VIPSegVideo",
+    "VideoReader",
+    "build_reader",
+    "build_targets",
+    "collate_pairs",
 ]

@@ -7,6 +7,7 @@ thing class is a crowd / untracked region (STQ treats it as crowd). ``seq`` is a
 sequence key from ``sequences()``, ``idx`` the 0-based position of a frame in that sequence's
 sorted, annotated frames.
 """
+
 from __future__ import annotations
 
 import abc
@@ -85,19 +86,30 @@ class VideoReader(abc.ABC):
     def _check_index(self, seq: int, idx: int) -> None:
         seqs = self.sequences()
         if seq not in seqs:
-            raise KeyError(f"sequence {seq} not in {self.split!r} split of {self.root}; "
-                           f"available: {seqs[:20]}{' ...' if len(seqs) > 20 else ''}")
+            raise KeyError(
+                f"sequence {seq} not in {self.split!r} split of {self.root}; "
+                f"available: {seqs[:20]}{' ...' if len(seqs) > 20 else ''}"
+            )
         n = self.num_frames(seq)
         if not 0 <= idx < n:
             raise IndexError(f"frame index {idx} out of range for sequence {seq} ({n} frames)")
 
     def __repr__(self) -> str:
         seqs = self.sequences()
-        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
-                f"sequences={len(seqs)}, frames={len(self)})")
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"sequences={len(seqs)}, frames={len(self)})"
+        )
 
 
 __all__ = [
-    "DatasetFormatError", "IGNORE_LABEL", "LABEL_DIVISOR", "VOID", "VideoReader",
-    "check_same_size", "read_rgb", "read_rgb_png_u8", "read_single_channel_png",
+    "DatasetFormatError",
+    "IGNORE_LABEL",
+    "LABEL_DIVISOR",
+    "VOID",
+    "VideoReader",
+    "check_same_size",
+    "read_rgb",
+    "read_rgb_png_u8",
+    "read_single_channel_png",
 ]

@@ -18,6 +18,7 @@ annotated frames (every 5th) are frames of a sequence.
 The release ships this json and ``panoptic_video/`` for ``val``; for ``train`` create them with
 mcahny/vps ``prepare_data/create_panoptic_video_labels.py --mode train``.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,11 +87,16 @@ class CityscapesVPSVideo(VideoReader):
                     f"{json_path}: image_id {image_id!r} does not start with a 4-digit video id"
                 ) from None
             self._frames.setdefault(vid, []).append(
-                {"image_id": image_id, "image_file": images[image_id]["file_name"],
-                 "label_file": ann["file_name"], "segments": ann["segments_info"]}
+                {
+                    "image_id": image_id,
+                    "image_file": images[image_id]["file_name"],
+                    "label_file": ann["file_name"],
+                    "segments": ann["segments_info"],
+                }
             )
-        self._frames = {v: sorted(fs, key=lambda f: f["image_id"])
-                        for v, fs in sorted(self._frames.items())}
+        self._frames = {
+            v: sorted(fs, key=lambda f: f["image_id"]) for v, fs in sorted(self._frames.items())
+        }
         for frames in self._frames.values():
             for fr in frames:
                 for s in fr["segments"]:
@@ -99,8 +105,9 @@ class CityscapesVPSVideo(VideoReader):
         # any frame decodes with the ids of the whole video
         try:
             self._track: dict[int, TrackNumbering] = {
-                vid: TrackNumbering.of_video((f["segments"] for f in frames), self.things,
-                                             LABEL_DIVISOR)
+                vid: TrackNumbering.of_video(
+                    (f["segments"] for f in frames), self.things, LABEL_DIVISOR
+                )
                 for vid, frames in self._frames.items()
             }
         except DatasetFormatError as e:
@@ -129,16 +136,24 @@ class CityscapesVPSVideo(VideoReader):
     def frame_paths(self, seq: int, idx: int) -> tuple[Path, Path]:
         self._check_index(seq, idx)
         fr = self._frames[seq][idx]
-        return (self.root / self.split / "img" / fr["image_file"],
-                self.root / self.split / "panoptic_video" / fr["label_file"])
+        return (
+            self.root / self.split / "img" / fr["image_file"],
+            self.root / self.split / "panoptic_video" / fr["label_file"],
+        )
 
     def read_frame(self, seq: int, idx: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.frame_paths(seq, idx)
         image = read_rgb(img_path)
         rgb = read_rgb_png_u8(lab_path, "Cityscapes-VPS panoptic")
         check_same_size(image, rgb, img_path, lab_path)
-        panoptic = decode_coco_panoptic(rgb, self._frames[seq][idx]["segments"], self.things,
-                                        self._track[seq], LABEL_DIVISOR, IGNORE_LABEL)
+        panoptic = decode_coco_panoptic(
+            rgb,
+            self._frames[seq][idx]["segments"],
+            self.things,
+            self._track[seq],
+            LABEL_DIVISOR,
+            IGNORE_LABEL,
+        )
         return image, panoptic
 
 

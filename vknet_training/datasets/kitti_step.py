@@ -9,6 +9,7 @@ Layout (the official flattened layout of ``scripts/kitti_step_prepare.py``)::
 The panoptic PNG decodes to ``semantic * 1000 + instance`` (void: R = 255 -> 255 * 1000).
 Frames without a panoptic PNG (the test split) are readable with ``read_image`` only.
 """
+
 from __future__ import annotations
 
 import re
@@ -63,7 +64,9 @@ class KittiStepVideo(VideoReader):
         self._frames = {s: sorted(f) for s, f in sorted(frames.items())}
         if require_labels:
             missing = [
-                self._path(s, f, PANOPTIC_SUFFIX) for s, fs in self._frames.items() for f in fs
+                self._path(s, f, PANOPTIC_SUFFIX)
+                for s, fs in self._frames.items()
+                for f in fs
                 if not self._path(s, f, PANOPTIC_SUFFIX).is_file()
             ]
             if missing:

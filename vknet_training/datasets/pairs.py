@@ -26,6 +26,7 @@ Deviation from the official loader: the official dataset draws one offset per ke
 constructor and drops key frames whose offset leaves the sequence; here the offset is drawn per
 epoch among the valid ones, so edge frames are kept and pairs vary across epochs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,8 +91,9 @@ def build_targets(
             sem_model[sem2 == t] = to_model[int(t)]
 
     ids = thing_ids(panoptic, labels, divisor)
-    stuff = sorted(to_model[int(t)] for t in np.unique(sem)
-                   if int(t) != ignore and int(t) not in things)
+    stuff = sorted(
+        to_model[int(t)] for t in np.unique(sem) if int(t) != ignore and int(t) not in things
+    )
     model_to_train = labels.model_to_train_id
     # soft masks at stride 2: bilinear /2 (align_corners=False) is exactly the 2x2 block mean
     pan_q = [panoptic[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]  # 4 x [Hp/2, Wp/2]
@@ -104,10 +106,10 @@ def build_targets(
     masks *= 0.25  # [M, Hp/2, Wp/2]
     return {
         "masks": torch.from_numpy(masks),
-        "labels": torch.tensor([to_model[int(i) // divisor] for i in ids] + stuff,
-                               dtype=torch.int64),
-        "instance_ids": torch.tensor([int(i) for i in ids] + [-1] * len(stuff),
-                                     dtype=torch.int64),
+        "labels": torch.tensor(
+            [to_model[int(i) // divisor] for i in ids] + stuff, dtype=torch.int64
+        ),
+        "instance_ids": torch.tensor([int(i) for i in ids] + [-1] * len(stuff), dtype=torch.int64),
         "is_thing": torch.tensor([True] * len(ids) + [False] * len(stuff), dtype=torch.bool),
         "sem_seg": torch.from_numpy(sem_model),
     }
@@ -184,8 +186,11 @@ class PairDataset(Dataset):
 
     def _check_labels(self, panoptic: np.ndarray, seq: int, idx: int) -> None:
         sem = np.unique(panoptic // self.reader.label_divisor)
-        bad = [int(s) for s in sem if s != self.labels.ignore_label
-               and not 0 <= s < self.labels.num_classes]
+        bad = [
+            int(s)
+            for s in sem
+            if s != self.labels.ignore_label and not 0 <= s < self.labels.num_classes
+        ]
         if bad:
             raise ValueError(
                 f"{self.reader.frame_paths(seq, idx)[1]}: semantic ids {bad} are outside the "
@@ -248,7 +253,12 @@ class PairDataset(Dataset):
         )
 
     def _make_item(
-        self, images: list[np.ndarray], pans: list[np.ndarray], seq: int, k: int, r: int,
+        self,
+        images: list[np.ndarray],
+        pans: list[np.ndarray],
+        seq: int,
+        k: int,
+        r: int,
         aug: dict[str, Any],
     ) -> dict[str, Any]:
         h, w = images[0].shape[:2]

@@ -14,6 +14,7 @@ things (so a real instance is never 0, as Video-K-Net does) and ``train_id * 100
 The value 200 is a known annotation bug of the dataset (VIPSeg-Dataset issue 1) and is void, as
 in Video-K-Net. ``seq`` is the video's position in the split list.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,8 +80,10 @@ class VIPSegVideo(VideoReader):
     def frame_paths(self, seq: int, idx: int) -> tuple[Path, Path]:
         self._check_index(seq, idx)
         video, stem = self.videos[seq], self._frames[seq][idx]
-        return (self.root / "images" / video / f"{stem}.jpg",
-                self.root / "panomasks" / video / f"{stem}.png")
+        return (
+            self.root / "images" / video / f"{stem}.jpg",
+            self.root / "panomasks" / video / f"{stem}.png",
+        )
 
     def read_frame(self, seq: int, idx: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.frame_paths(seq, idx)
@@ -94,5 +97,7 @@ class VIPSegVideo(VideoReader):
 
 
 __all__ = [
-    "CATEGORY_TO_TRAIN_ID", "VIPSEG_THING_CATEGORIES", "VIPSegVideo",
+    "CATEGORY_TO_TRAIN_ID",
+    "VIPSEG_THING_CATEGORIES",
+    "VIPSegVideo",
 ]
