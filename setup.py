@@ -46,7 +46,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "vknet_node = vknet_ros.node:main",
+            "vknet_node = vknet_ros.run_node:main",
             "vknet_demo = vknet_ros.demo:main",
             "vknet_export_onnx = vknet_export.to_onnx:main",
             "vknet_build_trt = vknet_export.to_trt:main",

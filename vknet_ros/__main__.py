@@ -2,7 +2,7 @@
 
 import sys
 
-from vknet_ros.node import main
+from vknet_ros.run_node import main
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv))

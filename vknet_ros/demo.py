@@ -104,7 +104,8 @@ def run_demo(
     from std_msgs.msg import Header
 
     from vknet_ros.conversions import array_to_image, image_to_numpy
-    from vknet_ros.node import VKNetNode, autostart
+    from vknet_ros.node import VKNetNode
+    from vknet_ros.run_node import autostart
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

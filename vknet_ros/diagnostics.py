@@ -20,6 +20,9 @@ from typing import Optional
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from vknet_ros.loader import LoadedPipeline
+from vknet_ros.params import NodeParams
+
 STAGES: tuple[str, ...] = ("decode", "pipeline", "encode", "publish", "total", "latency")
 
 
@@ -201,6 +204,38 @@ def state_status(
         hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
     )
+
+
+def node_status(
+    fqn: str,
+    state: str,
+    failure: str,
+    loaded: Optional[LoadedPipeline],
+    params: Optional[NodeParams],
+    stats: NodeStats,
+) -> DiagnosticStatus:
+    """The node's one status, named and identified by its fully qualified name: its health
+    (rate, latency, drops) while active, else the lifecycle state and (ERROR) the last failed
+    transition's error."""
+    name = f"{fqn}: video panoptic segmentation"
+    info = {}
+    if loaded is not None and params is not None:
+        hw = params.network_hw
+        info = {
+            "backend": loaded.backend_name,
+            "model": loaded.model_path,
+            "device": loaded.device,
+            "network_size": "camera (bounded by the native size)"
+            if hw is None
+            else f"{hw[1]}x{hw[0]}",
+        }
+    if state == "active" and params is not None:
+        p = params
+        cfg = DiagnosticsConfig(
+            p.diagnostics_window, p.expected_rate, p.rate_tolerance, p.stale_timeout
+        )
+        return stats.to_status(name, fqn, info, cfg)
+    return state_status(name, fqn, state, failure, info)
 
 
 def diagnostic_array(status: DiagnosticStatus, stamp) -> DiagnosticArray:

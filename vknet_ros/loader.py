@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -124,7 +125,14 @@ def load_pipeline(params: NodeParams) -> LoadedPipeline:
     )
 
 
-def warmup_image(params: NodeParams) -> Optional[np.ndarray]:
-    """A mid-grey frame at the network size (None when the size follows the camera)."""
+def warm_up(loaded: LoadedPipeline, params: NodeParams) -> Optional[str]:
+    """Run one mid-grey frame at the network size through the pipeline, then reset it, so the
+    first camera frame is not slow. Returns a log line, or None when the size follows the camera
+    (or ``warmup`` is off). Exceptions of the backend propagate (activate fails on them)."""
     hw = params.network_hw
-    return None if hw is None else np.full((hw[0], hw[1], 3), 128, np.uint8)
+    if not params.warmup or hw is None:
+        return None
+    t0 = time.perf_counter()
+    loaded.pipeline.step(np.full((hw[0], hw[1], 3), 128, np.uint8))
+    loaded.pipeline.reset()
+    return f"warm-up frame {hw[1]}x{hw[0]}: {(time.perf_counter() - t0) * 1e3:.0f} ms"

@@ -27,16 +27,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from vknet_core.sequence_break import SequenceBreaks
 from vknet_ros.conversions import (
     ConversionError,
     array_to_image,
@@ -45,9 +44,15 @@ from vknet_ros.conversions import (
     image_to_rgb,
     labels_to_msg,
 )
-from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, diagnostic_array, state_status
-from vknet_ros.loader import LoadedPipeline, load_pipeline, warmup_image
-from vknet_ros.params import AUTOSTART, CONFIGURE_ONLY, NodeParams, declare_all, read_all
+from vknet_ros.diagnostics import NodeStats, diagnostic_array, node_status
+from vknet_ros.loader import LoadedPipeline, load_pipeline, warm_up
+from vknet_ros.log_throttle import LogThrottle
+from vknet_ros.params import (
+    NodeParams,
+    configure_only_refusal,
+    declare_all,
+    read_all,
+)
 from vknet_ros.qos import LABELS_QOS, InputSubscriptions, output_qos
 
 NODE_NAME = "vknet_node"
@@ -89,9 +94,8 @@ class VKNetNode(LifecycleNode):
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
         self._pipe_lock = threading.Lock()  # the worker steps, the reset service resets
-        self._last_stamp: Optional[int] = None
-        self._last_hw: Optional[tuple[int, int]] = None
-        self._last_logged: dict[str, float] = {}  # message -> monotonic time (log throttle)
+        self._breaks = SequenceBreaks()  # stamp back / resolution change -> reset tracks
+        self._log_once = LogThrottle(self.get_logger(), _THROTTLE_S).log
         self.create_service(Trigger, "~/reset_tracks", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_timer = self.create_timer(
@@ -100,18 +104,13 @@ class VKNetNode(LifecycleNode):
 
     def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
         """Publisher parameters are read on configure only: refuse them while configured."""
-        late = sorted(c.name for c in changes if c.name in CONFIGURE_ONLY)
-        if late and self.params is not None:
-            return SetParametersResult(
-                successful=False,
-                reason=(
-                    f"{', '.join(late)} shape the publishers and are read on configure; "
-                    "the node is "
-                    f"{self._state}: run `ros2 lifecycle set {self.get_fully_qualified_name()} "
-                    "cleanup` (after deactivate), set it, then configure and activate"
-                ),
-            )
-        return SetParametersResult(successful=True)
+        reason = configure_only_refusal(
+            [c.name for c in changes],
+            self.params is not None,
+            self._state,
+            self.get_fully_qualified_name(),
+        )
+        return SetParametersResult(successful=reason is None, reason=reason or "")
 
     def _fail(self, what: str, error: str) -> TransitionCallbackReturn:
         """One error line with a true hint; the status turns ERROR with the text."""
@@ -163,21 +162,15 @@ class VKNetNode(LifecycleNode):
             loaded = self._factory(p)
         except Exception as e:  # ModelLoadError or anything a backend raises
             return self._fail("activate", str(e))
-        warm = warmup_image(p) if p.warmup else None
-        if warm is not None:
-            try:
-                t0 = time.perf_counter()
-                loaded.pipeline.step(warm)
-                loaded.pipeline.reset()
-                self.get_logger().info(
-                    f"warm-up frame {warm.shape[1]}x{warm.shape[0]}: "
-                    f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
-                )
-            except Exception as e:
-                loaded.close()
-                return self._fail("activate", f"warm-up inference raised {type(e).__name__}: {e}")
+        try:
+            line = warm_up(loaded, p)
+        except Exception as e:
+            loaded.close()
+            return self._fail("activate", f"warm-up inference raised {type(e).__name__}: {e}")
+        if line is not None:
+            self.get_logger().info(line)
         self._loaded = loaded
-        self._last_stamp, self._last_hw = None, None
+        self._breaks.forget()
         ret = super().on_activate(state)  # activates the lifecycle publishers
         self._labels_pub.publish(
             labels_to_msg(
@@ -290,7 +283,7 @@ class VKNetNode(LifecycleNode):
                 response.success, response.message = False, "node is not active; nothing to reset"
                 return response
             self._loaded.pipeline.reset()
-            self._last_stamp = None
+            self._breaks.forget()
         self.stats.count("resets")
         self.get_logger().info("tracks reset by ~/reset_tracks")
         response.success, response.message = True, "tracks reset"
@@ -310,16 +303,6 @@ class VKNetNode(LifecycleNode):
             except Exception as e:  # never die in the worker: log, count, go on
                 self.stats.error("errors", f"{type(e).__name__}: {e}")
                 self._log_once("error", f"frame failed: {type(e).__name__}: {e}")
-
-    def _log_once(self, level: str, text: str) -> None:
-        """Log ``text`` at most once per ``_THROTTLE_S`` seconds (per distinct text)."""
-        now = time.monotonic()
-        if now - self._last_logged.get(text, -1e9) < _THROTTLE_S:
-            return
-        if len(self._last_logged) > 256:
-            self._last_logged.clear()
-        self._last_logged[text] = now
-        getattr(self.get_logger(), level)(text)
 
     def _process(self, msg: Union[Image, CompressedImage], t_recv: float) -> None:
         t0 = time.perf_counter()
@@ -374,79 +357,22 @@ class VKNetNode(LifecycleNode):
         self, loaded: LoadedPipeline, msg: Union[Image, CompressedImage], hw: tuple[int, int]
     ) -> None:
         """Reset the tracks when time jumps back (bag loop, sim reset) or the size changes."""
-        stamp = _stamp_ns(msg)
-        reason = None
-        if self._last_stamp is not None and stamp < self._last_stamp:
-            reason = f"time jumped back by {(self._last_stamp - stamp) / 1e9:.3f} s"
-        elif self._last_hw is not None and hw != self._last_hw:
-            reason = (
-                f"resolution changed from {self._last_hw[1]}x{self._last_hw[0]} to {hw[1]}x{hw[0]}"
-            )
+        reason = self._breaks.check(_stamp_ns(msg), hw)  # the offline bag tool's rule too
         if reason is not None:
             loaded.pipeline.reset()
             self.stats.count("resets")
             self.get_logger().info(f"{reason}: tracks reset")
-        self._last_stamp, self._last_hw = stamp, hw
 
     def _publish_diagnostics(self) -> None:
-        """One status in every lifecycle state: the node's health while active, else the state
-        and (ERROR) the last failed transition's error."""
-        loaded, p = self._loaded, self.params
+        """One status in every lifecycle state (see ``diagnostics.node_status``)."""
         if self._inputs is not None:
             self._inputs.poll()  # input.qos=auto: a best-effort camera appeared
-        fqn = self.get_fully_qualified_name()
-        name = f"{fqn}: video panoptic segmentation"
-        info = {}
-        if loaded is not None and p is not None:
-            info = {
-                "backend": loaded.backend_name,
-                "model": loaded.model_path,
-                "device": loaded.device,
-                "network_size": "camera (bounded by the native size)"
-                if p.network_hw is None
-                else f"{p.network_hw[1]}x{p.network_hw[0]}",
-            }
-        if self._state == "active" and p is not None:
-            status = self.stats.to_status(
-                name,
-                fqn,
-                info,
-                DiagnosticsConfig(
-                    p.diagnostics_window, p.expected_rate, p.rate_tolerance, p.stale_timeout
-                ),
-            )
-        else:
-            status = state_status(name, fqn, self._state, self._failure, info)
+        status = node_status(
+            self.get_fully_qualified_name(),
+            self._state,
+            self._failure,
+            self._loaded,
+            self.params,
+            self.stats,
+        )
         self._diag_pub.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
-
-
-def autostart(node: VKNetNode) -> bool:
-    """configure + activate, as launch_ros' LifecycleNode(autostart=True); True if active."""
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        node.get_logger().error("autostart: configure failed; node stays unconfigured")
-        return False
-    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-        node.get_logger().error("autostart: activate failed; node stays inactive")
-        return False
-    return True
-
-
-def main(args: Optional[list[str]] = None) -> int:
-    """Entry point of ``ros2 run vknet_ros vknet_node`` and ``python -m vknet_ros``."""
-    rclpy.init(args=args)
-    node = VKNetNode()
-    try:
-        if node.get_parameter(AUTOSTART).value:
-            autostart(node)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node._teardown_active()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

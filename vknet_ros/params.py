@@ -14,6 +14,7 @@ defaults are the core's defaults.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -265,3 +266,18 @@ def read_all(node: Any) -> NodeParams:
             for name, v in groups[group].items()
         )
     return NodeParams(**kw).validate()
+
+
+def configure_only_refusal(
+    names: Sequence[str], configured: bool, state: str, fqn: str
+) -> Optional[str]:
+    """Why a change of ``names`` must be refused now, or None: the parameters in
+    ``CONFIGURE_ONLY`` shape the publishers, so they can change only while unconfigured."""
+    late = sorted(n for n in names if n in CONFIGURE_ONLY)
+    if not late or not configured:
+        return None
+    return (
+        f"{', '.join(late)} shape the publishers and are read on configure; the node is "
+        f"{state}: run `ros2 lifecycle set {fqn} cleanup` (after deactivate), set it, then "
+        "configure and activate"
+    )

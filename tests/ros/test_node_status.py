@@ -11,7 +11,8 @@ from rclpy.parameter import Parameter
 
 from tests.ros.conftest import Probe, image_msg, params, wait_until
 from vknet_ros.diagnostics import DiagnosticsConfig, NodeStats, status_values
-from vknet_ros.node import VKNetNode, autostart
+from vknet_ros.node import VKNetNode
+from vknet_ros.run_node import autostart
 
 OK, WARN, ERROR, STALE = (
     DiagnosticStatus.OK,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import vknet_core
-from vknet_training.run_video import kitti_step_png, main, run_video
+from vknet_training.offline_run import kitti_step_png
+from vknet_training.run_video import main, run_video
 
 
 @pytest.fixture(scope="module")
