@@ -6,8 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from vknet_core.config import VideoConfig, tiny
+from vknet_core.io_spec import io_spec
 from vknet_core.pipeline import LIVE_LABEL_DIVISOR, PipelineConfig, VideoPanopticPipeline
 from vknet_core.tracking.id_pool import MAX_TRACK_ID, IdPool, IdPoolExhausted
 from vknet_core.tracking.tracker import TrackerConfig
@@ -79,8 +81,13 @@ class ChurnBackend:
     again: their embeddings alternate between two sets of basis vectors orthogonal to everything
     in the tracker's memory, so each one starts a new track."""
 
+    name = "churn"
+    device = torch.device("cpu")
+
     def __init__(self) -> None:
         self.t = 0
+        self.cfg = CFG
+        self.spec = io_spec(CFG, dynamic=True)
 
     def step(self, feeds):
         H, W = feeds["image"].shape[1:3]
@@ -117,7 +124,7 @@ def test_pipeline_past_70000_tracks_decodes_and_never_reuses_a_live_id():
     frames = -(-70_500 // NEW)
     max_id, stay_ids = 0, None
     for t in range(frames):
-        before = {tid + 1 for tid in pipe.tracker.tracklets}  # ids the tracker remembers
+        before = {int(tid) + 1 for tid in pipe.tracker.live_ids}  # ids the tracker remembers
         f = pipe.step(rgb)
         div = f.label_divisor
         assert div == 65536

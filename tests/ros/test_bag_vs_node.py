@@ -18,8 +18,9 @@ import pytest
 from tests.ros.conftest import Probe, params, wait_until
 from tests.training.bag_files import LOG0, read_bag, synthetic_frames, write_camera_bag
 from vknet_core.image_encodings import image_to_numpy
-from vknet_ros.node import VKNetNode, autostart
+from vknet_ros.node import VKNetNode
 from vknet_ros.params import DEFAULT_MODEL
+from vknet_ros.run_node import autostart
 from vknet_training.run_video import run_video
 
 NAMES = ("panoptic", "instance_ids", "semantic", "overlay")

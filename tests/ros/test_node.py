@@ -14,7 +14,8 @@ from std_srvs.srv import Trigger
 from tests.ros.conftest import TIMEOUT, Probe, image_msg, params, wait_until
 from vknet_ros.conversions import image_to_numpy, parse_labels
 from vknet_ros.diagnostics import status_values
-from vknet_ros.node import VKNetNode, autostart
+from vknet_ros.node import VKNetNode
+from vknet_ros.run_node import autostart
 
 H, W = 64, 96
 

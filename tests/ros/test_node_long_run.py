@@ -19,7 +19,8 @@ from tests.ros.test_camera_encodings import (
     msg as raw_msg,
 )
 from vknet_ros.conversions import image_to_numpy
-from vknet_ros.node import VKNetNode, autostart
+from vknet_ros.node import VKNetNode
+from vknet_ros.run_node import autostart
 
 
 def start(graph, ns, **kw):

@@ -136,6 +136,11 @@ class QuasiDenseTracker:
     def num_live(self) -> int:
         return int(self._ids.shape[0])
 
+    @property
+    def live_ids(self) -> np.ndarray:
+        """[T] raw ids (published id - 1) of the tracklets in memory."""
+        return self._ids.copy()
+
     def _new_ids(self, k: int) -> np.ndarray:
         """[k] raw ids for new tracks: least recently released first (``IdPool``); never one a
         tracklet in memory holds."""
