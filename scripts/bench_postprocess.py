@@ -29,7 +29,7 @@ import torch
 from vknet_core.checkpoint import load_checkpoint
 from vknet_core.pipeline import PipelineConfig, VideoPanopticPipeline
 from vknet_core.preprocess import PreprocessConfig
-from vknet_core.runtime import TorchBackend
+from vknet_core.runtime import ROBOT_TORCH_THREADS, TorchBackend
 from vknet_core.synthetic_scene import make_sequence
 from vknet_core.tracking.tracker import QuasiDenseTracker
 
@@ -130,7 +130,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--frames", type=int, default=12, help="timed frames (default 12)")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=ROBOT_TORCH_THREADS,
+        help="torch CPU threads (default %(default)s, what the node runs; 0: torch's default)",
+    )
     p.add_argument("--model", type=Path, default=TINY, help="checkpoint (default: shipped tiny)")
     args = p.parse_args(argv)
     if args.frames < 1 or args.warmup < 0 or args.threads < 0:
