@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -91,33 +90,25 @@ def bench_node(
 
     from vknet_ros.conversions import array_to_image
     from vknet_ros.diagnostics import status_values
+    from vknet_ros.run_node import node_command
 
     ns = f"/bench_{os.getpid()}"
     log_file = open(
         Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_ros_node_{os.getpid()}.log", "w"
     )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vknet_ros",
-            "--ros-args",
-            "-r",
-            f"__ns:={ns}",
-            "-p",
-            f"model:={model}",
-            "-p",
-            f"backend:={backend}",
-            "-p",
-            f"device:={device}",
-            "-p",
-            "outputs.overlay:=false",
-            "-p",
-            "warmup:=false",
-            "-p",
-            f"input.qos:={input_qos}",
-            *[arg for p in extra_params for arg in ("-p", p)],
-        ],
+        node_command(
+            ns,
+            [
+                f"model:={model}",
+                f"backend:={backend}",
+                f"device:={device}",
+                "outputs.overlay:=false",
+                "warmup:=false",
+                f"input.qos:={input_qos}",
+                *extra_params,
+            ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=log_file,
         text=True,

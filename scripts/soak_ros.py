@@ -124,23 +124,12 @@ def soak(
     from vknet_core.synthetic_scene import make_sequence
     from vknet_ros.conversions import array_to_image, image_to_numpy, parse_labels
     from vknet_ros.diagnostics import status_values
+    from vknet_ros.run_node import node_command
 
     ns = f"/soak_{os.getpid()}"
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"soak_ros_{os.getpid()}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "vknet_ros",
-        "--ros-args",
-        "-r",
-        f"__ns:={ns}",
-        "-p",
-        "outputs.overlay:=false",
-    ]
-    if model is not None:
-        cmd += ["-p", f"model:={model}"]
-    for p in node_params:
-        cmd += ["-p", p]
+    model_param = [] if model is None else [f"model:={model}"]
+    cmd = node_command(ns, ["outputs.overlay:=false", *model_param, *node_params])
     log_file = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     ctx = rclpy.Context()

@@ -180,13 +180,7 @@ class NodeStats:
             message = f"{failures} frames rejected or failed in {cfg.window_s:g} s: {last_error}"
         else:
             level, message = DiagnosticStatus.OK, f"running at {rate:.1f} Hz"
-        return DiagnosticStatus(
-            level=level,
-            name=name,
-            message=message,
-            hardware_id=hardware_id,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
-        )
+        return _status(level, name, message, hardware_id, values)
 
 
 def state_status(
@@ -197,6 +191,12 @@ def state_status(
     level = DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN
     message = f"{state}: {error}" if error else f"{state}: not processing images"
     values = {"lifecycle_state": state, "last_error": error, **info}
+    return _status(level, name, message, hardware_id, values)
+
+
+def _status(
+    level: bytes, name: str, message: str, hardware_id: str, values: dict
+) -> DiagnosticStatus:
     return DiagnosticStatus(
         level=level,
         name=name,

@@ -4,6 +4,8 @@ Ctrl-C or shutdown."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Optional
 
 import rclpy
@@ -44,3 +46,14 @@ def main(args: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def node_command(
+    namespace: str, params: Sequence[str] = (), ros_args: Sequence[str] = ()
+) -> list[str]:
+    """argv that starts the node in its own process (what a deployment runs):
+    ``python -m vknet_ros --ros-args -r __ns:=<namespace> -p <name:=value> ... <ros_args>``."""
+    cmd = [sys.executable, "-m", "vknet_ros", "--ros-args", "-r", f"__ns:={namespace}"]
+    for p in params:
+        cmd += ["-p", p]
+    return cmd + list(ros_args)

@@ -7,7 +7,6 @@ import importlib.util
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from tests.ros.conftest import TIMEOUT, Probe, image_msg, rclpy, wait_until
 from vknet_ros.node import VKNetNode
 from vknet_ros.params import DEFAULT_MODEL, NodeParams, core_defaults, read_all
+from vknet_ros.run_node import node_command
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config" / "vknet.yaml"
@@ -97,22 +97,11 @@ def test_python_m_vknet_ros_serves_frames(graph, tiny_checkpoint):
     ns = "/cam_proc"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vknet_ros",
-            "--ros-args",
-            "-r",
-            f"__ns:={ns}",
-            "--params-file",
-            str(YAML),
-            "-p",
-            f"model:={tiny_checkpoint}",
-            "-p",
-            "outputs.overlay:=false",
-            "-r",
-            "image:=camera/image_raw",
-        ],
+        node_command(  # the params file first, then the overrides, as a user writes them
+            ns,
+            ros_args=["--params-file", str(YAML), "-p", f"model:={tiny_checkpoint}"]
+            + ["-p", "outputs.overlay:=false", "-r", "image:=camera/image_raw"],
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
