@@ -102,6 +102,11 @@ PLOT = "vknet_training.plot_curves:main"
 SUMMARY = "vknet_core.summary:main"
 CONVERT = "vknet_export.convert_official:main"
 TO_ONNX = "vknet_export.to_onnx:main"
+RUN_VIDEO = "vknet_training.run_video:main"
+COMPARE = "vknet_export.compare:main"
+TO_TRT = "vknet_export.to_trt:main"
+QUANTIZE = "vknet_training.quantize:main"
+MAKE_SYNTHETIC = "vknet_training.make_synthetic:main"
 
 
 def _train(i: Inputs, o: Path, *extra: str, preset: str = "tiny") -> list[str]:
@@ -126,11 +131,68 @@ def _train(i: Inputs, o: Path, *extra: str, preset: str = "tiny") -> list[str]:
     ]
 
 
+def _run_video(i: Inputs, o: Path, checkpoint: Path) -> list[str]:
+    frames = i.data / "video_sequence" / "val"  # KITTI-STEP frames (+ label PNGs, skipped)
+    return ["--checkpoint", str(checkpoint), "--input", str(frames), "--output", str(o / "r")]
+
+
+def _quantize(i: Inputs, o: Path, onnx: Path) -> list[str]:
+    return ["--onnx", str(onnx), "--output", str(o / "q.onnx"), "--calib-data", str(i.data)] + [
+        "--val-data",
+        str(i.data),
+    ]
+
+
 def _model(i: Inputs, o: Path, checkpoint: Path) -> list[str]:
     return ["--checkpoint", str(checkpoint), "--data", str(i.data), "--split", "val"]
 
 
 CASES: dict[str, Case] = {
+    "run_video-missing": Case(
+        RUN_VIDEO, lambda i, o: _run_video(i, o, i.missing), "missing.pt does not exist"
+    ),
+    "run_video-corrupt": Case(
+        RUN_VIDEO, lambda i, o: _run_video(i, o, i.corrupt_pt), "not a readable vknet checkpoint"
+    ),
+    "run_video-missing-input": Case(
+        RUN_VIDEO,
+        lambda i, o: (
+            ["--checkpoint", str(i.good_pt), "--input", str(i.missing)]
+            + ["--output", str(o / "r")]
+        ),
+        "does not exist; expected a video file",
+    ),
+    "compare-missing": Case(
+        COMPARE,
+        lambda i, o: ["--a", f"torch:{i.missing}", "--b", f"torch:{i.good_pt}"],
+        "torch model file not found",
+    ),
+    "compare-corrupt": Case(
+        COMPARE,
+        lambda i, o: ["--a", f"torch:{i.corrupt_pt}", "--b", f"torch:{i.good_pt}"],
+        "not a readable vknet checkpoint",
+    ),
+    "compare-two-presets": Case(
+        COMPARE,
+        lambda i, o: ["--a", f"torch:{i.good_pt}", "--b", f"torch:{i.other_pt}"],
+        "compare needs two backends of the same model",
+    ),
+    "to_trt-missing": Case(
+        TO_TRT,
+        lambda i, o: ["--onnx", str(i.missing), "--output", str(o / "m.engine")],
+        "ONNX model not found",
+    ),
+    "quantize-missing": Case(
+        QUANTIZE, lambda i, o: _quantize(i, o, i.missing), "fp32 ONNX model not found"
+    ),
+    "quantize-corrupt": Case(
+        QUANTIZE, lambda i, o: _quantize(i, o, i.corrupt_pt), "not a readable ONNX model"
+    ),
+    "make_synthetic-bad-count": Case(
+        MAKE_SYNTHETIC,
+        lambda i, o: ["--out", str(o / "s"), "--sequences", "0"],
+        "need sequences >= 1",
+    ),
     "train-missing-data": Case(
         TRAIN,
         lambda i, o: ["--preset", "tiny", "--data", str(i.missing), "--out", str(o / "run")],

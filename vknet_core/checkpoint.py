@@ -54,10 +54,13 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights only: a vknet checkpoint is tensors, numbers, strings, lists and dicts; nothing
+        # in a downloaded file gets to run code while it is read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of a truncated or foreign file
+        first = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else ""
         raise ValueError(
-            f"{path} is not a readable vknet checkpoint ({type(e).__name__}: {e})"
+            f"{path} is not a readable vknet checkpoint ({type(e).__name__}: {first})"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -170,8 +170,17 @@ def read_metadata(onnx_path: Union[str, Path]) -> tuple[VKNetConfig, IOSpec]:
     """The model config and I/O spec stored in a file written by ``export_model``."""
     import onnx
 
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    return from_metadata({p.key: p.value for p in proto.metadata_props}, str(onnx_path))
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError of a truncated or foreign file
+        raise ValueError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}); expected a graph "
+            "written by export/to_onnx.py"
+        ) from e
+    return from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
