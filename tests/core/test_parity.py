@@ -7,30 +7,21 @@ comparisons meaningless for the later stages). Tolerance: max|ours-ref| <= 1e-4 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.shared_data import SHARED, require_shared
+from tests.shared_data import SHARED, import_shared, require_shared
 
 RTOL = 1e-4
-
-
-def _import(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def parity():
     require_shared("parity/r50_128x256.npz")
-    return _import(SHARED / "parity" / "parity_io.py")
+    return import_shared("parity/parity_io.py")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +35,7 @@ def model(tmp_path_factory):
     import vknet_core
     from vknet_export import convert_official
 
-    recipe = _import(SHARED / "parity" / "recipe_weights.py")
+    recipe = import_shared("parity/recipe_weights.py")
     spec = SHARED / "parity" / "r50_kitti_step_state_dict.json"
     sd = recipe.generate_state_dict(str(spec))
     meta = json.loads((SHARED / "parity" / "r50_128x256_meta.json").read_text())

@@ -10,33 +10,24 @@ Tolerance as in test_parity.py: max|ours-ref| <= 1e-4 * max|ref| + 1e-6.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.core.swin_reference import official_swin
-from tests.shared_data import SHARED, require_shared
+from tests.shared_data import import_shared, require_shared
 
 RTOL = 1e-4
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 
 
-def _import(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def official():
     """Recipe state dict with official keys; only the backbone entries are kept in memory."""
     spec = require_shared("parity/swinb_kitti_step_state_dict.json")
-    recipe = _import(SHARED / "parity" / "recipe_weights.py")
+    recipe = import_shared("parity/recipe_weights.py")
     sd = recipe.generate_state_dict(str(spec))
     assert recipe.state_dict_sha256(sd) == json.loads(spec.read_text())["recipe_weights_sha256"]
     return sd
@@ -63,7 +54,7 @@ def backbone(official):
 @pytest.mark.parametrize("size", [(128, 256), (224, 224)])
 @torch.no_grad()
 def test_swinb_backbone_matches_the_official_rule(official, backbone, size):
-    recipe_inputs = _import(SHARED / "parity" / "recipe_inputs.py")
+    recipe_inputs = import_shared("parity/recipe_inputs.py")
     x = (recipe_inputs.make_clip(*size, 1).float() - MEAN) / STD  # [1, 3, H, W]
     ref = official_swin({k: v for k, v in official.items() if k.startswith("backbone.")}, x)
     ours = backbone(x)

@@ -137,34 +137,9 @@ class OfficialShiftWindowAttention(ShiftedWindowAttention):
     That matters for any input side <= 224 px (C5 pads to one window); larger maps are unchanged.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [B, H, W, C] -> [B, H, W, C]."""
-        bias = self.get_relative_position_bias()  # [1, heads, window², window²]
-        shift = self.shift_size[0]
-        if shift == 0:
-            return shifted_window_attention(
-                x,
-                self.qkv.weight,
-                self.proj.weight,
-                bias,
-                self.window_size,
-                self.num_heads,
-                shift_size=[0, 0],
-                attention_dropout=self.attention_dropout,
-                dropout=self.dropout,
-                qkv_bias=self.qkv.bias,
-                proj_bias=self.proj.bias,
-                training=self.training,
-            )
-        window = self.window_size[0]
-        B, H, W, _ = x.shape
-        x = F.pad(x, (0, 0, 0, (-W) % window, 0, (-H) % window))  # zero pad bottom/right
-        pad_h, pad_w = x.shape[1], x.shape[2]
-        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = shift_window_mask(pad_h, pad_w, window, shift).to(bias)  # [nW, N, N]
-        bias = (bias + mask[:, None]).repeat(B, 1, 1, 1)  # [B*nW, heads, N, N], window order
-        # On the pre-shifted, padded map torchvision adds nothing: no pad, no shift of its own.
-        x = shifted_window_attention(
+    def _attend(self, x: Tensor, bias: Tensor) -> Tensor:
+        """torchvision's window attention with no pad or shift of its own: [B, H, W, C]."""
+        return shifted_window_attention(
             x,
             self.qkv.weight,
             self.proj.weight,
@@ -178,6 +153,22 @@ class OfficialShiftWindowAttention(ShiftedWindowAttention):
             proj_bias=self.proj.bias,
             training=self.training,
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, H, W, C] -> [B, H, W, C]."""
+        bias = self.get_relative_position_bias()  # [1, heads, window², window²]
+        shift = self.shift_size[0]
+        if shift == 0:
+            return self._attend(x, bias)
+        window = self.window_size[0]
+        B, H, W, _ = x.shape
+        x = F.pad(x, (0, 0, 0, (-W) % window, 0, (-H) % window))  # zero pad bottom/right
+        pad_h, pad_w = x.shape[1], x.shape[2]
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        mask = shift_window_mask(pad_h, pad_w, window, shift).to(bias)  # [nW, N, N]
+        bias = (bias + mask[:, None]).repeat(B, 1, 1, 1)  # [B*nW, heads, N, N], window order
+        # On the pre-shifted, padded map torchvision adds nothing: no pad, no shift of its own.
+        x = self._attend(x, bias)
         x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x[:, :H, :W, :].contiguous()
 
