@@ -60,6 +60,16 @@ PipelineFactory = Callable[[NodeParams], LoadedPipeline]
 _THROTTLE_S = 5.0
 
 
+def _oversize(width: int, height: int, what: str, max_pixels: int) -> Optional[str]:
+    """Why a frame over ``input.max_pixels`` is rejected, or None when it fits."""
+    if width * height <= max_pixels:
+        return None
+    return (
+        f"{width}x{height} ({what}) is {width * height} pixels, over "
+        f"input.max_pixels = {max_pixels}"
+    )
+
+
 def _stamp_ns(msg: Union[Image, CompressedImage]) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
@@ -252,19 +262,11 @@ class VKNetNode(LifecycleNode):
         """
         self.stats.count("received")
         p = self.params
-        if (
-            isinstance(msg, Image)
-            and p is not None
-            and int(msg.width) * int(msg.height) > p.max_pixels
-        ):
-            text = (
-                f"dropped frame: {msg.width}x{msg.height} ({msg.encoding}) is "
-                f"{int(msg.width) * int(msg.height)} pixels, over input.max_pixels = "
-                f"{p.max_pixels}"
-            )
-            self.stats.error("bad_input", text)
-            self._log_once("warning", text)
-            return
+        if isinstance(msg, Image) and p is not None:
+            text = _oversize(int(msg.width), int(msg.height), msg.encoding, p.max_pixels)
+            if text is not None:
+                self._reject(text)
+                return
         with self._slot_lock:
             if self._slot is not None:
                 self.stats.count("dropped")
@@ -304,21 +306,26 @@ class VKNetNode(LifecycleNode):
                 self.stats.error("errors", f"{type(e).__name__}: {e}")
                 self._log_once("error", f"frame failed: {type(e).__name__}: {e}")
 
+    def _reject(self, error: str) -> None:
+        """A bad input frame: counted in ``frames_bad_input`` (``error`` is the diagnostics'
+        last error) and logged once per 5 s per distinct error."""
+        self.stats.error("bad_input", error)
+        self._log_once("warning", f"dropped frame: {error}")
+
     def _process(self, msg: Union[Image, CompressedImage], t_recv: float) -> None:
         t0 = time.perf_counter()
         p = self.params
         assert p is not None
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-            if rgb.shape[0] * rgb.shape[1] > p.max_pixels:  # compressed: the size is known now
-                raise ConversionError(
-                    f"{rgb.shape[1]}x{rgb.shape[0]} (compressed) is over "
-                    f"input.max_pixels = {p.max_pixels}"
-                )
         except ConversionError as e:
-            self.stats.error("bad_input", str(e))
-            self._log_once("warning", f"dropped frame: {e}")
+            self._reject(str(e))
             return
+        if isinstance(msg, CompressedImage):  # its size is known only now
+            text = _oversize(rgb.shape[1], rgb.shape[0], "compressed", p.max_pixels)
+            if text is not None:
+                self._reject(text)
+                return
         t1 = time.perf_counter()
         with self._pipe_lock:
             loaded = self._loaded
