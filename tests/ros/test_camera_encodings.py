@@ -19,6 +19,12 @@ from sensor_msgs.msg import Image
 from vknet_core.image_encodings import SUPPORTED_ENCODINGS, ConversionError, decode_rgb
 from vknet_ros.conversions import image_to_rgb
 
+# the camera encodings this file tests (test_conversions.py checks none is left untested)
+CAMERA_ENCODINGS = frozenset(
+    {"yuv422", "yuv422_yuy2", "nv21", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8"}
+    | {"bayer_grbg8", "rgb16", "bgr16"}
+)
+
 H, W = 8, 12
 
 
@@ -124,17 +130,7 @@ def test_16_bit_colour_scales_full_range(encoding, bigendian):
 
 
 def test_new_encodings_are_supported_and_checked():
-    new = {
-        "yuv422",
-        "yuv422_yuy2",
-        "nv21",
-        "bayer_rggb8",
-        "bayer_bggr8",
-        "bayer_gbrg8",
-        "bayer_grbg8",
-        "rgb16",
-        "bgr16",
-    }
+    new = CAMERA_ENCODINGS
     assert new <= set(SUPPORTED_ENCODINGS)
     with pytest.raises(ConversionError, match="even width"):
         decode_rgb(msg(np.zeros((H, W - 1, 2), np.uint8), "yuv422", w=W - 1))

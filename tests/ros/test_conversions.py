@@ -13,6 +13,7 @@ pytest.importorskip("sensor_msgs", reason="sensor_msgs (ros-sensor-msgs wheel) i
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from tests.ros.test_camera_encodings import CAMERA_ENCODINGS
 from vknet_core.types import PanopticFrame
 from vknet_ros.conversions import (
     SUPPORTED_ENCODINGS,
@@ -86,17 +87,7 @@ def test_every_encoding_with_row_padding(encoding, make, expect, pad):
 
 
 def test_encodings_are_all_tested():
-    camera = {
-        "yuv422",
-        "yuv422_yuy2",
-        "nv21",
-        "bayer_rggb8",
-        "bayer_bggr8",
-        "bayer_gbrg8",
-        "bayer_grbg8",
-        "rgb16",
-        "bgr16",
-    }  # tests/ros/test_camera_encodings.py
+    camera = CAMERA_ENCODINGS  # each tested in tests/ros/test_camera_encodings.py
     assert (
         set(SUPPORTED_ENCODINGS)
         == {"rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1"} | camera
